@@ -1,0 +1,1 @@
+//! Video → face-track frames (being written).
