@@ -44,7 +44,10 @@ fn normal_deps(manifest: &toml::Table) -> Vec<String> {
 }
 
 fn manifest_of(name: &str) -> Option<toml::Table> {
-    crates().into_iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    crates()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t)
 }
 
 /// Architecture invariant: fabnet-data is reusable alone, without the model.
@@ -71,7 +74,9 @@ fn video_crate_is_free_of_candle() {
     };
     let deps = normal_deps(&manifest);
     assert!(
-        !deps.iter().any(|d| d.starts_with("candle") || d.starts_with("fabnet-core")),
+        !deps
+            .iter()
+            .any(|d| d.starts_with("candle") || d.starts_with("fabnet-core")),
         "fabnet-video must not depend on candle or fabnet-core: {deps:?}"
     );
 }

@@ -86,7 +86,15 @@ fn test() -> Result<()> {
 fn stage(name: &str, args: &[String]) -> Result<()> {
     setup::run()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut full = vec!["run", "--release", "--quiet", "-p", "fabnet-cli", "--", name];
+    let mut full = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "fabnet-cli",
+        "--",
+        name,
+    ];
     full.extend(args.iter().map(String::as_str));
     run_checked(&cargo, &full)
 }
