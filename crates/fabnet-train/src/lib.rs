@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod curriculum;
 pub mod optim;
+pub mod plot;
 
 use std::path::{Path, PathBuf};
 
