@@ -1,0 +1,48 @@
+//! The `fabnet` binary: one subcommand per pipeline stage, each a thin layer over a library.
+//!
+//! Each subcommand lives in `cmd/<name>.rs` with a `clap::Args` struct and a `run` function;
+//! adding one means adding a module there and a variant to [`Command`].
+
+mod cmd;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// FAb-Net: self-supervised facial attribute embeddings from talking-head video.
+#[derive(Debug, Parser)]
+#[command(name = "fabnet", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The pipeline stages.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Extract face-track frames from videos (VoxCeleb track files or face videos).
+    Extract(cmd::extract::ExtractArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Extract(args) => cmd::extract::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
