@@ -1,0 +1,299 @@
+//! The grid sampler as candle custom ops: a forward op on (input, grid) and a
+//! fused backward op on (grad_out, input, grid) giving both gradients in one
+//! pass.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+
+use super::kernel::{self, GsDims, GsParams, Real};
+use super::{check_float, GridSampleOptions, OpError};
+
+const OP: &str = "grid_sample";
+
+/// Samples `input` at the positions in `grid`, as PyTorch's `F.grid_sample`.
+///
+/// - `input`: (N, C, H, W).
+/// - `grid`: (N, Ho, Wo, 2), the last axis x (width) first, then y; −1 and 1
+///   are the input's extent as set by `options.align_corners`.
+/// - Returns (N, C, Ho, Wo).
+///
+/// Differentiable with respect to both `input` and `grid` (the grid gradient
+/// is zero in [`SampleMode::Nearest`](super::SampleMode::Nearest)). f32 and f64
+/// on the CPU; with the `cuda` feature also on CUDA devices.
+///
+/// A grid point with a NaN or infinite coordinate samples nothing: its output
+/// is 0 under every padding mode and it passes no gradient. (PyTorch's CUDA
+/// path also gives 0 for NaN; its 1.13 CPU path returns NaN under zero padding
+/// and can crash under border padding.) Finite points outside [−1, 1] read
+/// zeros or the border pixels, per `options.padding`.
+///
+/// Errors (never panics) on wrong ranks or shapes, mismatched batch sizes,
+/// dtypes other than f32/f64 or differing between the two tensors, and
+/// tensors on different devices.
+pub fn grid_sample(
+    input: &Tensor,
+    grid: &Tensor,
+    options: GridSampleOptions,
+) -> candle_core::Result<Tensor> {
+    validate(input, grid)?;
+    let input = input.contiguous()?;
+    let grid = grid.contiguous()?;
+    input.apply_op2(&grid, GridSample { options })
+}
+
+pub(crate) fn validate(input: &Tensor, grid: &Tensor) -> Result<(), OpError> {
+    let (i, g) = (input.dims(), grid.dims());
+    let shape_err = |what: &str| {
+        OpError::Shape {
+        op: OP,
+        what: format!(
+            "{what}; expected input (N, C, H, W) and grid (N, Ho, Wo, 2), got input {i:?} and grid {g:?}"
+        ),
+    }
+    };
+    if i.len() != 4 || g.len() != 4 {
+        return Err(shape_err("wrong rank"));
+    }
+    if g[3] != 2 {
+        return Err(shape_err("the grid's last dimension must be 2"));
+    }
+    if i[0] != g[0] {
+        return Err(shape_err("batch sizes differ"));
+    }
+    if i[2] == 0 || i[3] == 0 {
+        return Err(shape_err("the input has an empty spatial dimension"));
+    }
+    check_float(OP, input, "input")?;
+    check_float(OP, grid, "grid")?;
+    if input.dtype() != grid.dtype() {
+        return Err(OpError::DType {
+            op: OP,
+            what: format!(
+                "input {:?} {i:?} and grid {:?} {g:?} differ",
+                input.dtype(),
+                grid.dtype()
+            ),
+        });
+    }
+    if !input.device().same_device(grid.device()) {
+        return Err(OpError::Device {
+            op: OP,
+            what: format!(
+                "input {i:?} on {:?}, grid {g:?} on {:?}",
+                input.device().location(),
+                grid.device().location()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Sizes from the layouts of input (N, C, H, W) and grid (N, Ho, Wo, 2).
+pub(crate) fn dims(l_in: &Layout, l_grid: &Layout) -> candle_core::Result<GsDims> {
+    let (n, c, h, w) = l_in.shape().dims4()?;
+    let (_, ho, wo, _) = l_grid.shape().dims4()?;
+    Ok(GsDims { n, c, h, w, ho, wo })
+}
+
+pub(crate) fn params(o: GridSampleOptions) -> GsParams {
+    GsParams {
+        mode: o.mode,
+        padding: o.padding,
+        align_corners: o.align_corners,
+    }
+}
+
+/// The contiguous elements of a cpu tensor argument.
+fn contiguous<'a, T: Real>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    name: &str,
+) -> candle_core::Result<&'a [T]> {
+    let data = T::cpu_storage_as_slice(s)?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => Err(OpError::Shape {
+            op: OP,
+            what: format!("{name} {:?} must be contiguous", l.dims()),
+        }
+        .into()),
+    }
+}
+
+struct GridSample {
+    options: GridSampleOptions,
+}
+
+impl GridSample {
+    fn cpu<T: Real>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = dims(l1, l2)?;
+        let input = contiguous::<T>(s1, l1, "input")?;
+        let grid = contiguous::<T>(s2, l2, "grid")?;
+        let out = kernel::grid_sample_fwd(input, grid, d, params(self.options));
+        Ok((
+            T::to_cpu_storage_owned(out),
+            Shape::from((d.n, d.c, d.ho, d.wo)),
+        ))
+    }
+}
+
+impl CustomOp2 for GridSample {
+    fn name(&self) -> &'static str {
+        OP
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.cpu::<f32>(s1, l1, s2, l2),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.cpu::<f64>(s1, l1, s2, l2),
+            _ => Err(OpError::DType {
+                op: OP,
+                what: format!("{:?} and {:?}", s1.dtype(), s2.dtype()),
+            }
+            .into()),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::grid_sample_fwd(s1, l1, s2, l2, self.options)
+    }
+
+    fn bwd(
+        &self,
+        input: &Tensor,
+        grid: &Tensor,
+        _res: &Tensor,
+        grad_out: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // Only what the graph needs is computed: a source image that is data
+        // skips the whole scatter into the input gradient.
+        let want_input = input.track_op();
+        let want_grid = grid.track_op();
+        if !want_input && !want_grid {
+            return Ok((None, None));
+        }
+        let grad_out = grad_out.contiguous()?;
+        let flat = grad_out.apply_op3_no_bwd(
+            input,
+            grid,
+            &GridSampleBackward {
+                options: self.options,
+                want_input,
+                want_grid,
+            },
+        )?;
+        let len_in = if want_input { input.elem_count() } else { 0 };
+        let grad_input = if want_input {
+            Some(flat.narrow(0, 0, len_in)?.reshape(input.shape())?)
+        } else {
+            None
+        };
+        let grad_grid = if want_grid {
+            Some(
+                flat.narrow(0, len_in, grid.elem_count())?
+                    .reshape(grid.shape())?,
+            )
+        } else {
+            None
+        };
+        Ok((grad_input, grad_grid))
+    }
+}
+
+/// (grad_out, input, grid) -> flat [grad_input if wanted, grad_grid if wanted].
+pub(crate) struct GridSampleBackward {
+    pub options: GridSampleOptions,
+    pub want_input: bool,
+    pub want_grid: bool,
+}
+
+impl GridSampleBackward {
+    #[allow(clippy::too_many_arguments)]
+    fn cpu<T: Real>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = dims(l2, l3)?;
+        let grad_out = contiguous::<T>(s1, l1, "grad_out")?;
+        let input = contiguous::<T>(s2, l2, "input")?;
+        let grid = contiguous::<T>(s3, l3, "grid")?;
+        let out = kernel::grid_sample_bwd(
+            grad_out,
+            input,
+            grid,
+            d,
+            params(self.options),
+            self.want_input,
+            self.want_grid,
+        );
+        let len = out.len();
+        Ok((T::to_cpu_storage_owned(out), Shape::from(len)))
+    }
+}
+
+impl CustomOp3 for GridSampleBackward {
+    fn name(&self) -> &'static str {
+        "grid_sample_backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                self.cpu::<f32>(s1, l1, s2, l2, s3, l3)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                self.cpu::<f64>(s1, l1, s2, l2, s3, l3)
+            }
+            _ => Err(OpError::DType {
+                op: "grid_sample_backward",
+                what: format!("{:?}, {:?} and {:?}", s1.dtype(), s2.dtype(), s3.dtype()),
+            }
+            .into()),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::grid_sample_bwd(s1, l1, s2, l2, s3, l3, self)
+    }
+}
