@@ -59,7 +59,7 @@ pub enum VideoError {
         /// FFmpeg's reason.
         source: ffmpeg::Error,
     },
-    /// The stream ended before the number of frames that the container declares.
+    /// The stream ended more than one frame short of the count that the container declares.
     #[error("truncated video {path}: decoded {decoded} of {declared} frames")]
     Truncated {
         /// The video file.
@@ -138,7 +138,7 @@ pub struct DecodeOptions {
 static FFMPEG_INIT: Once = Once::new();
 
 /// Initialises FFmpeg once per process and routes its log to `tracing`.
-fn init_ffmpeg() {
+pub(crate) fn init_ffmpeg() {
     FFMPEG_INIT.call_once(|| {
         if let Err(err) = video_rs::init() {
             tracing::warn!("ffmpeg initialisation reported: {err}");
@@ -352,7 +352,9 @@ impl VideoDecoder {
             });
         }
         match self.info.declared_frames {
-            Some(declared) if self.next_index < declared => Err(VideoError::Truncated {
+            // One frame of slack: mp4s whose last packet has no duration (video-rs's encoder
+            // writes such files) get an edit list that makes FFmpeg drop the final frame.
+            Some(declared) if self.next_index + 1 < declared => Err(VideoError::Truncated {
                 path: self.path.clone(),
                 decoded: self.next_index,
                 declared,

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,7 +230,8 @@ pub struct Failure {
 pub struct Summary {
     /// Videos that finished (fully or with skipped tracks).
     pub videos_ok: usize,
-    /// Tracks written, skipped and empty, summed over videos.
+    /// Tracks written, skipped and empty, summed over videos; `tracks_written` also counts the
+    /// tracks finished in videos that failed or were cancelled afterwards.
     pub totals: VideoOutcome,
     /// Failed videos, sorted by path.
     pub failures: Vec<Failure>,
@@ -253,7 +254,6 @@ struct RunState<'a> {
     options: &'a RunOptions,
     tracks_done: AtomicUsize,
     frames: ProgressBar,
-    frames_done: AtomicU64,
 }
 
 impl RunState<'_> {
@@ -293,7 +293,6 @@ pub fn run(jobs: &[VideoJob], config: &ExtractConfig, options: &RunOptions) -> S
         options,
         tracks_done: AtomicUsize::new(0),
         frames,
-        frames_done: AtomicU64::new(0),
     };
     let results: Vec<(PathBuf, Result<VideoOutcome, ExtractError>)> = jobs
         .par_iter()
@@ -337,10 +336,8 @@ pub fn run(jobs: &[VideoJob], config: &ExtractConfig, options: &RunOptions) -> S
         }
     }
     summary.failures.sort_by(|a, b| a.path.cmp(&b.path));
-    tracing::debug!(
-        frames = state.frames_done.load(Ordering::Relaxed),
-        "run finished"
-    );
+    // A video that fails or is cancelled after finishing some tracks still wrote them.
+    summary.totals.tracks_written = state.tracks_done.load(Ordering::SeqCst);
     summary
 }
 
@@ -354,7 +351,6 @@ pub fn extract_video(
         options,
         tracks_done: AtomicUsize::new(0),
         frames: ProgressBar::hidden(),
-        frames_done: AtomicU64::new(0),
     };
     extract_video_with(job, config, &state)
 }
@@ -671,7 +667,6 @@ fn write_batch(
         });
     }
     state.frames.inc(n);
-    state.frames_done.fetch_add(n, Ordering::Relaxed);
     batch.clear();
     Ok(())
 }

@@ -8,12 +8,14 @@
 
 pub mod crop;
 pub mod decode;
+pub mod encode;
 pub mod extract;
 pub mod layout;
 pub mod track;
 
 pub use crop::{resample, Filter, Window};
 pub use decode::{DecodeOptions, Frame, VideoDecoder, VideoError, VideoInfo};
+pub use encode::{VideoWriter, WriteError};
 pub use extract::{
     ExtractConfig, ExtractError, ImageFormat, RunOptions, Sampling, Summary, TrackManifest,
 };

@@ -276,3 +276,109 @@ impl TrackFile {
         Ok(track)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = "Identity  : \tid10001\nReference : \t1zcIwhmdeo4\nOffset    : \t1\nFV Conf   : \t16.647\t(1)\nASD Conf  : \t4.576\n\nFRAME \tX \tY \tW \tH \n000245 \t80 \t40 \t60 \t50 \n000246 \t81 \t41 \t62 \t52 \n";
+    const V2: &str = "Identity  : \tid00012\nReference : \t21Uxsk56VDQ\nOffset    : \t1\nFV Conf   : \t18.051\t(1)\nASD Conf  : \t5.303\n\nFRAME \tX \tY \tW \tH \n000245 \t0.400 \t0.400 \t0.300 \t0.500 \n000246 \t0.405 \t0.410 \t0.310 \t0.520 \n";
+
+    fn parse(text: &str) -> Result<TrackFile, TrackError> {
+        TrackFile::parse(Path::new("id/vid/00001.txt"), text)
+    }
+
+    #[test]
+    fn both_formats_parse_to_the_same_pixel_boxes() {
+        let v1 = parse(V1).unwrap();
+        let v2 = parse(V2).unwrap();
+        assert_eq!(v1.identity.as_deref(), Some("id10001"));
+        assert_eq!(v1.reference.as_deref(), Some("1zcIwhmdeo4"));
+        assert_eq!(v2.reference.as_deref(), Some("21Uxsk56VDQ"));
+        assert_eq!(BoxUnit::detect(&v1.boxes), BoxUnit::Pixels);
+        assert_eq!(BoxUnit::detect(&v2.boxes), BoxUnit::Fractions);
+        // A 200x100 frame: VoxCeleb2's fractions describe the same boxes as VoxCeleb1's pixels.
+        for (a, b) in v1.boxes.iter().zip(&v2.boxes) {
+            assert_eq!(a.frame, b.frame);
+            let pa = a.to_pixels(UnitChoice::Auto.resolve(&v1), 200, 100);
+            let pb = b.to_pixels(UnitChoice::Auto.resolve(&v2), 200, 100);
+            for (x, y) in [(pa.x, pb.x), (pa.y, pb.y), (pa.w, pb.w), (pa.h, pb.h)] {
+                assert!((x - y).abs() < 1e-9, "{pa:?} vs {pb:?}");
+            }
+        }
+        assert_eq!(v1.boxes.len(), 2);
+        assert_eq!(v1.boxes[1].frame, 246);
+    }
+
+    #[test]
+    fn unit_override_beats_detection() {
+        let v2 = parse(V2).unwrap();
+        let forced = UnitChoice::Force(BoxUnit::Pixels).resolve(&v2);
+        assert_eq!(forced, BoxUnit::Pixels);
+        assert_eq!(v2.boxes[0].to_pixels(forced, 200, 100).w, 0.3);
+    }
+
+    #[test]
+    fn headerless_files_are_accepted() {
+        let t = parse("000001 10 20 30 40\n000002 11 21 31 41\n").unwrap();
+        assert_eq!(t.boxes.len(), 2);
+        assert_eq!(t.identity, None);
+    }
+
+    #[test]
+    fn malformed_files_fail_with_file_and_line() {
+        let cases = [
+            (
+                V1.replace("000246 \t81", "000246 \tabc"),
+                9,
+                "X value `abc`",
+            ),
+            (
+                V1.replace("000246 \t81 \t41 \t62 \t52", "000246 \t81 \t41"),
+                9,
+                "expected 5 fields",
+            ),
+            (
+                V1.replace("000246", "-00246"),
+                9,
+                "not a non-negative integer",
+            ),
+            (V1.replace("000246", "000240"), 9, "frames must increase"),
+            (
+                V1.replace("\t60 \t50", "\t0 \t50"),
+                8,
+                "box size must be positive",
+            ),
+            (
+                V1.replace("FRAME \tX \tY \tW \tH", "FRAME X Y"),
+                7,
+                "FRAME X Y W H",
+            ),
+            (
+                V1.replace("Offset    : \t1", "Offset 1"),
+                3,
+                "`Key : value`",
+            ),
+            (
+                V1.split("000245").next().unwrap().to_string(),
+                7,
+                "no box lines",
+            ),
+            (V1.replace("\t52 \n", "\tnan \n"), 9, "H value `nan`"),
+        ];
+        for (text, line, needle) in cases {
+            let err = parse(&text).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!("id/vid/00001.txt:{line}: ")) && msg.contains(needle),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_file_names_the_path() {
+        let err = TrackFile::read(Path::new("/nonexistent/00001.txt")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/00001.txt"), "{err}");
+    }
+}
