@@ -1,9 +1,15 @@
-//! FAb-Net core: the differentiable warp ops the model is built from.
+//! FAb-Net core: the differentiable warp ops and the model built on them.
 //!
 //! [`ops`] holds a bilinear grid sampler and bilinear upsampling, both candle
 //! custom ops with CPU (and, with the `cuda` feature, CUDA) forward passes and
 //! backward passes, so `Tensor::backward` flows through them.
+//!
+//! [`model`] holds FAb-Net itself on top of them: configuration and presets,
+//! encoder and decoders under the official state-dict keys, multi-source
+//! fusion, the curriculum loss, seeded init and weights I/O.
 
+pub mod model;
 pub mod ops;
 
+pub use model::{FabNet, ModelConfig, ModelError, Part, Reconstruction};
 pub use ops::{grid_sample, upsample_bilinear2d, GridSampleOptions, PaddingMode, SampleMode};

@@ -1,0 +1,63 @@
+//! The decoders (§3 of the reference): from the concatenated
+//! [source, target] embedding, ×2 bilinear upsampling and 3×3 convs back to
+//! full resolution, ending in tanh. The flow decoder has 2 output channels,
+//! the mask (confidence) decoder 1.
+
+use super::config::ModelConfig;
+use super::layers::{Activation, ConvBlock};
+use crate::ops::upsample_bilinear2d;
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// A decoder: ReLU on the `(N, 2E, 1, 1)` input, then per level bilinear ×2
+/// upsampling → conv 3×3 → BatchNorm → ReLU, the last level ending in conv →
+/// tanh. Its tensors are `{prefix}.{index}.*`.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    blocks: Vec<ConvBlock>,
+    align_corners: bool,
+}
+
+impl Decoder {
+    /// Builds a decoder with `out_channels` outputs whose tensors live under
+    /// `prefix` (`decoder` for the flow, `mask` for the confidence) of the
+    /// model's root builder `vb`.
+    pub fn new(
+        config: &ModelConfig,
+        out_channels: usize,
+        prefix: &str,
+        vb: &VarBuilder,
+    ) -> Result<Self> {
+        let vb = vb.pp(prefix);
+        let plan = config.decoder_plan(out_channels);
+        let last = plan.len() - 1;
+        let blocks = plan
+            .iter()
+            .enumerate()
+            .map(|(i, conv)| {
+                let act = if i == last {
+                    Activation::Tanh
+                } else {
+                    Activation::Relu
+                };
+                ConvBlock::new(conv, config, 1, 1, act, &vb)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            blocks,
+            align_corners: config.upsample_align_corners,
+        })
+    }
+
+    /// Maps `(N, 2E, 1, 1)` codes to `(N, out_channels, S, S)` in (-1, 1).
+    /// One call is one BatchNorm batch.
+    pub fn forward_t(&self, z: &Tensor, train: bool) -> Result<Tensor> {
+        let mut h = z.relu()?;
+        for block in &self.blocks {
+            let (_, _, height, width) = h.dims4()?;
+            h = upsample_bilinear2d(&h, 2 * height, 2 * width, self.align_corners)?;
+            h = block.forward_t(&h, train)?;
+        }
+        Ok(h)
+    }
+}

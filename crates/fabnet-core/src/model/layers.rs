@@ -1,0 +1,117 @@
+//! The building block shared by the encoder and the decoders: a conv with
+//! bias, an optional BatchNorm and an activation, with the official key names.
+
+use super::config::{ConvPlan, GammaInit, ModelConfig};
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Init, VarBuilder};
+
+/// BatchNorm constants of PyTorch's `BatchNorm2d` defaults, which the
+/// authors' code used.
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+/// The nonlinearity after a conv (and its BatchNorm).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Activation {
+    /// `max(x, slope·x)`.
+    LeakyRelu(f64),
+    /// `max(x, 0)`.
+    Relu,
+    /// `tanh(x)`.
+    Tanh,
+    /// The identity.
+    None,
+}
+
+impl Activation {
+    fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::LeakyRelu(slope) => candle_nn::ops::leaky_relu(x, slope),
+            Activation::Relu => x.relu(),
+            Activation::Tanh => x.tanh(),
+            Activation::None => Ok(x.clone()),
+        }
+    }
+}
+
+/// conv → BatchNorm (optional) → activation, as one level of the network.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvBlock {
+    conv: Conv2d,
+    bn: Option<BatchNorm>,
+    activation: Activation,
+}
+
+impl ConvBlock {
+    /// Builds the block of `plan` under `vb` (the part's prefix), with the
+    /// given stride and padding. The init hints reproduce PyTorch 0.4's
+    /// defaults for vars that `vb` has to create.
+    pub fn new(
+        plan: &ConvPlan,
+        config: &ModelConfig,
+        stride: usize,
+        padding: usize,
+        activation: Activation,
+        vb: &VarBuilder,
+    ) -> Result<Self> {
+        let bound = 1.0 / (plan.fan_in() as f64).sqrt();
+        let uniform = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let k = plan.kernel;
+        let cv = vb.pp(plan.index);
+        let weight = cv.get_with_hints(
+            (plan.out_channels, plan.in_channels, k, k),
+            "weight",
+            uniform,
+        )?;
+        let bias = cv.get_with_hints(plan.out_channels, "bias", uniform)?;
+        let conv = Conv2d::new(
+            weight,
+            Some(bias),
+            Conv2dConfig {
+                padding,
+                stride,
+                ..Default::default()
+            },
+        );
+        let bn = match plan.bn_index {
+            None => None,
+            Some(index) => {
+                let bv = vb.pp(index);
+                let n = plan.out_channels;
+                let gamma_init = match config.bn_gamma_init {
+                    GammaInit::Uniform => Init::Uniform { lo: 0.0, up: 1.0 },
+                    GammaInit::Ones => Init::Const(1.0),
+                };
+                Some(BatchNorm::new_with_momentum(
+                    n,
+                    bv.get_with_hints(n, "running_mean", Init::Const(0.0))?,
+                    bv.get_with_hints(n, "running_var", Init::Const(1.0))?,
+                    bv.get_with_hints(n, "weight", gamma_init)?,
+                    bv.get_with_hints(n, "bias", Init::Const(0.0))?,
+                    BN_EPS,
+                    BN_MOMENTUM,
+                )?)
+            }
+        };
+        Ok(Self {
+            conv,
+            bn,
+            activation,
+        })
+    }
+
+    /// Applies the block to `(N, C_in, H, W)`. In train mode the BatchNorm
+    /// normalises with this call's batch statistics and updates its running
+    /// statistics; in eval mode it uses the running statistics.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv.forward(x)?;
+        let y = match &self.bn {
+            Some(bn) => bn.forward_t(&y, train)?,
+            None => y,
+        };
+        self.activation.apply(&y)
+    }
+}

@@ -1,0 +1,145 @@
+//! The FAb-Net model (Wiles, Koepke, Zisserman, BMVC 2018): configuration
+//! and presets, encoder and decoders under the official state-dict keys,
+//! multi-source fusion, the curriculum loss, seeded init and weights I/O.
+//!
+//! A training step looks like this:
+//!
+//! ```no_run
+//! use candle_core::{Device, Tensor};
+//! use fabnet_core::model::{curriculum_loss, per_sample_l1, FabNet, ModelConfig, Part};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ModelConfig::preset("tiny")?;
+//! let device = Device::Cpu;
+//! let (model, varmap) = FabNet::init(&config, 0, &device)?;
+//! let target = Tensor::rand(0f32, 1f32, (4, 3, 32, 32), &device)?;
+//! let source = Tensor::rand(0f32, 1f32, (4, 3, 32, 32), &device)?;
+//! let out = model.reconstruct(&target, &[source], true)?;
+//! let loss = curriculum_loss(&per_sample_l1(&out.fused, &target)?, 0.0, 0.5)?;
+//! let grads = loss.backward()?;
+//! let encoder_vars = Part::Encoder.trainable_vars(&varmap);
+//! # let _ = (grads, encoder_vars);
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod decoder;
+mod encoder;
+mod fabnet;
+mod init;
+mod layers;
+mod loss;
+mod spec;
+mod weights;
+
+pub use config::{GammaInit, ModelConfig};
+pub use decoder::Decoder;
+pub use encoder::Encoder;
+pub use fabnet::{FabNet, Reconstruction};
+pub use init::init_varmap;
+pub use loss::{curriculum_loss, curriculum_window, per_sample_l1};
+pub use spec::{ParamKind, ParamSpec, Part};
+pub use weights::{
+    check_state_dict, load_into_varmap, load_state_dict, read_state_dict, save_varmap,
+    ShapeMismatch, StateDict, StateDictReport,
+};
+
+use std::path::PathBuf;
+
+/// Errors of model construction, loss and weights I/O.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A configuration value is out of range.
+    #[error("invalid model config: {0}")]
+    InvalidConfig(String),
+    /// A preset name that is not shipped.
+    #[error("unknown preset `{name}` (known: {known})")]
+    UnknownPreset {
+        /// The requested name.
+        name: String,
+        /// The shipped names.
+        known: String,
+    },
+    /// A config document that does not parse.
+    #[error("cannot parse model config {origin}: {message}")]
+    ConfigParse {
+        /// The file or preset.
+        origin: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// An input tensor of the wrong shape.
+    #[error("{0}")]
+    Shape(String),
+    /// `reconstruct` was given no source.
+    #[error("reconstruct needs at least one source image")]
+    NoSources,
+    /// A curriculum window that selects no sample.
+    #[error("curriculum window [{lo}, {hi}) selects no sample of a batch of {batch}")]
+    CurriculumWindow {
+        /// Lower fraction.
+        lo: f64,
+        /// Upper fraction.
+        hi: f64,
+        /// Batch size.
+        batch: usize,
+    },
+    /// A per-sample loss is NaN, so the samples cannot be sorted.
+    #[error("per-sample loss of sample {sample} is nan")]
+    NonFiniteLoss {
+        /// Batch index of the first NaN.
+        sample: usize,
+    },
+    /// A file could not be opened or renamed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A weights file could not be parsed.
+    #[error("cannot read weights {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: candle_core::Error,
+    },
+    /// A weights file could not be written.
+    #[error("cannot write weights {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: candle_core::Error,
+    },
+    /// A pre-1.6 (non-zip) torch pickle, which candle cannot read.
+    #[error(
+        "{} is a legacy torch pickle; convert it to safetensors with \
+         `/usr/bin/python3 tests/goldens/convert_release.py IN.pth OUT.safetensors`",
+        path.display()
+    )]
+    LegacyPickle {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A weights file that does not fit the model; nothing was loaded.
+    #[error("{} does not fit the model: {report}", path.display())]
+    StateDictMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Every missing, unexpected and mis-shaped key.
+        report: StateDictReport,
+    },
+    /// A varmap that does not hold the model's tensors; nothing was loaded.
+    #[error("the varmap does not fit the model: {report}")]
+    VarMapMismatch {
+        /// Every missing, unexpected and mis-shaped key.
+        report: StateDictReport,
+    },
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
