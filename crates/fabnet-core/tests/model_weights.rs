@@ -220,3 +220,72 @@ fn legacy_pickles_and_missing_files_get_clear_errors() {
     );
     assert!(Path::new(&garbage).exists());
 }
+
+/// `tests/goldens/convert_release.py` on a legacy (pre-zip) pickle laid out
+/// like the `*_4views.pth` release files, with a `module.` prefix and an
+/// object of a class that is not importable; skipped without torch.
+#[test]
+fn legacy_release_pickles_convert_to_loadable_safetensors() {
+    let python = Path::new("/usr/bin/python3");
+    let has_torch = std::process::Command::new(python)
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_torch {
+        eprintln!("skipping: /usr/bin/python3 with torch is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = dir.path().join("legacy_4views.pth");
+    let make = format!(
+        "import sys, types, torch\n\
+         sd = torch.load({src:?})['state_dict']\n\
+         m = types.ModuleType('authors_code'); sys.modules['authors_code'] = m\n\
+         class Opts: pass\n\
+         Opts.__module__ = 'authors_code'; m.Opts = Opts\n\
+         torch.save({{'state_dict_model': {{'module.' + k: v for k, v in sd.items()}},\n\
+                     'state_dict': {{'0.weight': torch.ones(3)}}, 'opts': Opts()}},\n\
+                    {dst:?}, _use_new_zipfile_serialization=False)\n",
+        src = golden("tiny_nf4_state_dict.pth"),
+        dst = legacy,
+    );
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(python)
+            .args(args)
+            .env("OPENBLAS_NUM_THREADS", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["-c".as_ref(), make.as_ref()]);
+    assert!(matches!(
+        read_state_dict(&legacy),
+        Err(ModelError::LegacyPickle { .. })
+    ));
+    let converted = dir.path().join("converted.safetensors");
+    let script = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/goldens/convert_release.py"
+    ));
+    run(&[
+        script.as_os_str(),
+        legacy.as_os_str(),
+        converted.as_os_str(),
+    ]);
+    let ours = read_state_dict(&converted).unwrap();
+    let golden_state = read_state_dict(&golden("tiny_nf4_weights.safetensors")).unwrap();
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        golden_state.keys().collect::<Vec<_>>()
+    );
+    for (k, t) in &ours {
+        let a: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = golden_state[k].flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(a, b, "{k}");
+    }
+    FabNet::from_file(&nf4(32), &converted, &Device::Cpu).unwrap();
+}
