@@ -365,6 +365,9 @@ impl BnLinearProbe {
             ag.step(&mut probe.gamma, &dg, cfg);
             ab.step(&mut probe.beta, &db, cfg);
             aw.step(&mut probe.weight.data, &dw.data, cfg);
+            if step % 500 == 0 {
+                tracing::info!(step, train_loss = l, "bn-linear probe training");
+            }
             if n_val == 0 {
                 continue;
             }

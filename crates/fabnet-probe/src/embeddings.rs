@@ -64,11 +64,10 @@ impl RowSource for Embeddings {
 }
 
 /// Decodes little-endian float32 bytes (length a multiple of 4).
-pub(crate) fn decode_f32_le(bytes: &[u8]) -> Vec<f32> {
+pub(crate) fn decode_f32_le(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
     bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 /// Selected rows of a source as an f64 matrix `(rows.len(), D)`, in the order given.

@@ -159,7 +159,7 @@ pub fn read_npy(path: &Path) -> Result<Embeddings> {
     Ok(Embeddings {
         rows: h.rows,
         cols: h.cols,
-        data: decode_f32_le(body),
+        data: decode_f32_le(body).collect(),
     })
 }
 

@@ -162,10 +162,10 @@ pub fn knn(
             .zip(buf.par_chunks(d))
             .for_each(|(s, row)| match opts.metric {
                 Metric::Cosine => {
-                    let mut r = row.to_vec();
-                    normalise(&mut r);
+                    let n = dot(row, row).sqrt();
+                    let inv = if n > 0.0 { 1.0 / n } else { 0.0 };
                     for (s, qv) in s.iter_mut().zip(q.chunks(d)) {
-                        *s = -dot(qv, &r);
+                        *s = -dot(qv, row) * inv;
                     }
                 }
                 Metric::L2 => {
@@ -194,6 +194,7 @@ pub fn knn(
                 }
             }
         });
+        tracing::trace!(rows = end, of = n, "knn: chunk scored");
         start = end;
     }
     Ok(heaps
