@@ -236,8 +236,46 @@ impl Adam {
 }
 
 impl BnLinearProbe {
-    /// Trains on features `x` `(N, D)` and targets `y` `(N, K)` (NaN = unknown, skipped).
+    /// A freshly initialised `(D → K)` probe, as PyTorch would make it: γ by `cfg.gamma_init`, β = 0,
+    /// running mean 0 and variance 1, W ~ U(±1/√D); seeded by `cfg.seed`.
+    pub fn init(d: usize, k: usize, cfg: &BnLinearConfig) -> BnLinearProbe {
+        // A stream separate from the validation split's, so changing one does not move the other.
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_1a17);
+        let bound = 1.0 / (d.max(1) as f64).sqrt();
+        BnLinearProbe {
+            gamma: (0..d)
+                .map(|_| match cfg.gamma_init {
+                    GammaInit::Ones => 1.0,
+                    GammaInit::Uniform01 => rng.random::<f64>(),
+                })
+                .collect(),
+            beta: vec![0.0; d],
+            running_mean: vec![0.0; d],
+            running_var: vec![1.0; d],
+            eps: cfg.bn_eps,
+            weight: Matrix {
+                rows: k,
+                cols: d,
+                data: (0..k * d)
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect(),
+            },
+        }
+    }
+
+    /// Trains a freshly initialised probe ([`BnLinearProbe::init`]) on features `x` `(N, D)` and
+    /// targets `y` `(N, K)` (NaN = unknown, skipped).
     pub fn fit(
+        x: &Matrix,
+        y: &Matrix,
+        cfg: &BnLinearConfig,
+    ) -> Result<(BnLinearProbe, BnLinearFit)> {
+        Self::fit_from(Self::init(x.cols, y.cols, cfg), x, y, cfg)
+    }
+
+    /// Trains starting from `init` (e.g. a released probe, or fixed values for a parity test).
+    pub fn fit_from(
+        init: BnLinearProbe,
         x: &Matrix,
         y: &Matrix,
         cfg: &BnLinearConfig,
@@ -309,25 +347,23 @@ impl BnLinearProbe {
         }
         let unbiased: Vec<f64> = var.iter().map(|v| v * n / (n - 1.0)).collect();
 
-        let bound = 1.0 / (d as f64).sqrt();
+        let lens = [
+            init.gamma.len(),
+            init.beta.len(),
+            init.running_mean.len(),
+            init.running_var.len(),
+        ];
+        if lens.iter().any(|&l| l != d) || init.weight.rows != k || init.weight.cols != d {
+            return Err(ProbeError::Shape(format!(
+                "initial probe is {}-d with a ({}, {}) weight, data is {d}-d with {k} targets",
+                init.gamma.len(),
+                init.weight.rows,
+                init.weight.cols
+            )));
+        }
         let mut probe = BnLinearProbe {
-            gamma: (0..d)
-                .map(|_| match cfg.gamma_init {
-                    GammaInit::Ones => 1.0,
-                    GammaInit::Uniform01 => rng.random::<f64>(),
-                })
-                .collect(),
-            beta: vec![0.0; d],
-            running_mean: vec![0.0; d],
-            running_var: vec![1.0; d],
             eps: cfg.bn_eps,
-            weight: Matrix::new(
-                k,
-                d,
-                (0..k * d)
-                    .map(|_| rng.random_range(-bound..bound))
-                    .collect(),
-            )?,
+            ..init
         };
         let new_adam = |len: usize| Adam {
             m: vec![0.0; len],

@@ -222,6 +222,19 @@ impl RidgeProbe {
     }
 }
 
+/// The rows of each fold: a seeded permutation dealt round-robin, each fold sorted.
+fn fold_indices(n: usize, folds: usize, seed: u64) -> Vec<Vec<usize>> {
+    let mut perm: Vec<usize> = (0..n).collect();
+    perm.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    (0..folds)
+        .map(|f| {
+            let mut idx: Vec<usize> = perm.iter().skip(f).step_by(folds).copied().collect();
+            idx.sort_unstable();
+            idx
+        })
+        .collect()
+}
+
 /// Returns the chosen λ and the curve of mean held-out squared error.
 fn cross_validate(x: &Matrix, y: &Matrix, cfg: &RidgeConfig) -> Result<(f64, Vec<(f64, f64)>)> {
     let n = x.rows;
@@ -232,15 +245,7 @@ fn cross_validate(x: &Matrix, y: &Matrix, cfg: &RidgeConfig) -> Result<(f64, Vec
             cfg.folds
         )));
     }
-    let mut perm: Vec<usize> = (0..n).collect();
-    perm.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
-    let folds: Vec<Vec<usize>> = (0..cfg.folds)
-        .map(|f| {
-            let mut idx: Vec<usize> = perm.iter().skip(f).step_by(cfg.folds).copied().collect();
-            idx.sort_unstable();
-            idx
-        })
-        .collect();
+    let folds = fold_indices(n, cfg.folds, cfg.seed);
     let fold_data: Vec<(Matrix, Matrix)> = folds
         .iter()
         .map(|idx| (x.select_rows(idx), y.select_rows(idx)))
@@ -325,6 +330,96 @@ mod tests {
             RidgeProbe::fit(&x, &y, &RidgeConfig::default()).unwrap(),
             probe
         );
+    }
+
+    #[test]
+    fn solve_matches_explicit_standardisation() {
+        let (x, y, _) = planted(50, 3, 2, 0.3, 5);
+        let lambda = 0.3;
+        let (w, b) = Stats::of(&x, &y).unwrap().solve(lambda).unwrap();
+        // Direct route: standardise explicitly, solve (X̂ᵀX̂ + nλI) β = X̂ᵀ(y − ȳ), map back.
+        let n = 50.0;
+        let mu: Vec<f64> = (0..3)
+            .map(|j| (0..50).map(|i| x.get(i, j)).sum::<f64>() / n)
+            .collect();
+        let sd: Vec<f64> = (0..3)
+            .map(|j| ((0..50).map(|i| (x.get(i, j) - mu[j]).powi(2)).sum::<f64>() / n).sqrt())
+            .collect();
+        let ybar: Vec<f64> = (0..2)
+            .map(|c| (0..50).map(|i| y.get(i, c)).sum::<f64>() / n)
+            .collect();
+        let xs = Matrix::new(
+            50,
+            3,
+            (0..150)
+                .map(|k| (x.data[k] - mu[k % 3]) / sd[k % 3])
+                .collect(),
+        )
+        .unwrap();
+        let yc = Matrix::new(50, 2, (0..100).map(|k| y.data[k] - ybar[k % 2]).collect()).unwrap();
+        let mut a = xs.t_matmul(&xs).unwrap();
+        for j in 0..3 {
+            a.data[j * 3 + j] += n * lambda;
+        }
+        let beta = cholesky_solve(&cholesky(&a).unwrap(), &xs.t_matmul(&yc).unwrap()).unwrap();
+        for (j, s) in sd.iter().enumerate() {
+            for c in 0..2 {
+                let want = beta.get(j, c) / s;
+                assert!(
+                    (w.get(j, c) - want).abs() < 1e-9,
+                    "w[{j},{c}] {} vs {want}",
+                    w.get(j, c)
+                );
+            }
+        }
+        for c in 0..2 {
+            let want = ybar[c] - (0..3).map(|j| mu[j] * w.get(j, c)).sum::<f64>();
+            assert!((b[c] - want).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn cv_curve_matches_refitting_each_fold() {
+        let (x, y, _) = planted(60, 4, 2, 1.0, 6);
+        let cfg = RidgeConfig {
+            lambdas: vec![1e-3, 0.1, 10.0],
+            folds: 3,
+            seed: 9,
+        };
+        let (chosen, curve) = cross_validate(&x, &y, &cfg).unwrap();
+        let folds = fold_indices(60, 3, 9);
+        let mut seen: Vec<usize> = folds.concat();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (0..60).collect::<Vec<_>>(),
+            "folds partition the rows"
+        );
+        for (l, &lambda) in cfg.lambdas.iter().enumerate() {
+            let mut sse = 0.0;
+            for held in &folds {
+                let train: Vec<usize> = (0..60).filter(|i| !held.contains(i)).collect();
+                let (w, b) = Stats::of(&x.select_rows(&train), &y.select_rows(&train))
+                    .unwrap()
+                    .solve(lambda)
+                    .unwrap();
+                let pred = predict_raw(&x.select_rows(held), &w, &b).unwrap();
+                sse += pred
+                    .data
+                    .iter()
+                    .zip(&y.select_rows(held).data)
+                    .map(|(p, t)| (p - t).powi(2))
+                    .sum::<f64>();
+            }
+            assert!(
+                (curve[l].1 - sse / 120.0).abs() < 1e-9,
+                "lambda {lambda}: {} vs {}",
+                curve[l].1,
+                sse / 120.0
+            );
+        }
+        let best = curve.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+        assert_eq!(chosen, best.0);
     }
 
     #[test]
