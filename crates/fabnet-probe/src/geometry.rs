@@ -56,6 +56,17 @@ impl CropBox {
         ]
     }
 
+    /// The box grown by `fraction` of its width (height) on the left and right (top and bottom), about
+    /// its centre; e.g. a margin around a detector or AFLW box before cropping.
+    pub fn expand(&self, fraction: f64) -> CropBox {
+        CropBox {
+            left: self.left - fraction * self.width,
+            top: self.top - fraction * self.height,
+            width: self.width * (1.0 + 2.0 * fraction),
+            height: self.height * (1.0 + 2.0 * fraction),
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         let ok = [self.left, self.top, self.width, self.height]
             .iter()
@@ -290,6 +301,16 @@ mod tests {
             assert!((q[0] - p[0]).abs() < 1e-12 && (q[1] - p[1]).abs() < 1e-12);
         }
         assert_eq!(b.to_crop([8.0, 64.0]), [-1.0, 1.0]);
+        // Growing the points' own bounding box by 10 % gives the same box.
+        let tight = CropBox {
+            left: 10.0,
+            top: 20.0,
+            width: 20.0,
+            height: 40.0,
+        };
+        let grown = tight.expand(0.1);
+        assert!((grown.left - b.left).abs() < 1e-12 && (grown.top - b.top).abs() < 1e-12);
+        assert!((grown.width - b.width).abs() < 1e-12 && (grown.height - b.height).abs() < 1e-12);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! The crate does not depend on the model: callers embed images elsewhere and hand over the vectors.
 
 pub mod bn_linear;
-pub mod csv;
+mod csv;
 pub mod embeddings;
 pub mod error;
 pub mod fsutil;
