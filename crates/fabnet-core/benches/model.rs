@@ -13,17 +13,28 @@
 //! on both, flow and mask decoders, grid_sample; the mask decoder runs as in
 //! the authors' code although one source gives it no gradient), per-sample L1
 //! and its mean; fwd+bwd adds the backward pass to every parameter.
+//!
+//! Then it times each kind of op on its own at the shapes one training step
+//! of `small` (batch 32) runs it, on both sides: convs, BatchNorm,
+//! activations, upsampling and the grid sampler, each fwd and fwd+bwd
+//! (backward of the output's sum), so that a gap in the whole step can be
+//! traced to an op; these rows are in ms per training step.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor};
-use fabnet_core::model::{curriculum_loss, per_sample_l1, FabNet, ModelConfig};
+use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
+use candle_nn::{BatchNorm, Conv2d, Conv2dConfig};
+use fabnet_core::model::{curriculum_loss, per_sample_l1, FabNet, ModelConfig, ParamKind, Part};
+use fabnet_core::ops::{grid_sample, upsample_bilinear2d, GridSampleOptions, PaddingMode};
 
 const THREADS: usize = 2;
 /// The environment variable that makes this binary a child running one case.
 const CHILD_ENV: &str = "FABNET_MODEL_BENCH_CASE";
+/// The environment variable that makes this binary a child running the
+/// per-op breakdown of one case.
+const BREAKDOWN_ENV: &str = "FABNET_MODEL_BENCH_BREAKDOWN";
 
 /// One measured configuration.
 #[derive(Clone, Copy)]
@@ -50,6 +61,14 @@ const FULL: [Case; 2] = [
         budget_s: 30.0,
     },
 ];
+
+/// The case whose ops are timed one by one.
+const BREAKDOWN: Case = Case {
+    preset: "small",
+    batch: 32,
+    iters: 5,
+    budget_s: 0.0,
+};
 
 const QUICK: [Case; 1] = [Case {
     preset: "tiny",
@@ -202,9 +221,256 @@ fn torch(case: &Case) -> Option<Measurement> {
     run_measurement(cmd, &format!("torch {}", case_spec(case)))
 }
 
+/// One standalone op at the shapes of one training step, run `count` times
+/// per step.
+struct OpCase {
+    category: &'static str,
+    count: usize,
+    run: Box<dyn Fn() -> candle_core::Result<Tensor>>,
+}
+
+fn var(shape: &[usize]) -> Var {
+    Var::rand(0f32, 1f32, shape, &Device::Cpu).expect("var")
+}
+
+/// Every op of a 1-source training step of `config` at batch `b`, from the
+/// model's tensor list: convs (weight `(out, in, k, k)`) in key order per
+/// part, a BatchNorm after every conv that has running statistics.
+fn op_cases(config: &ModelConfig, b: usize) -> Vec<OpCase> {
+    let s = config.image_size;
+    let specs = config.param_specs();
+    let mut cases = Vec::new();
+    for part in Part::ALL {
+        let convs: Vec<&Vec<usize>> = specs
+            .iter()
+            .filter(|p| p.part == part && p.kind == ParamKind::ConvWeight)
+            .map(|p| &p.shape)
+            .collect();
+        let bn_channels: Vec<usize> = specs
+            .iter()
+            .filter(|p| p.part == part && p.kind == ParamKind::RunningMean)
+            .map(|p| p.shape[0])
+            .collect();
+        // The encoder runs on target and source; each decoder once.
+        let calls = if part == Part::Encoder { 2 } else { 1 };
+        let encoder = part == Part::Encoder;
+        for (i, w) in convs.iter().enumerate() {
+            let (cout, cin) = (w[0], w[1]);
+            let (hin, hout) = if encoder {
+                (s >> i, s >> (i + 1))
+            } else {
+                (1 << (i + 1), 1 << (i + 1))
+            };
+            let x = var(&[b, cin, hin, hin]);
+            let conv = Conv2d::new(
+                var(w).as_tensor().clone(),
+                Some(var(&[cout]).as_tensor().clone()),
+                Conv2dConfig {
+                    padding: 1,
+                    stride: if encoder { 2 } else { 1 },
+                    ..Default::default()
+                },
+            );
+            let first = encoder && i == 0;
+            let input = if first {
+                x.as_tensor().detach()
+            } else {
+                x.as_tensor().clone()
+            };
+            cases.push(OpCase {
+                category: if encoder {
+                    "conv 4x4 stride 2 (encoder)"
+                } else {
+                    "conv 3x3 (decoders)"
+                },
+                count: calls,
+                run: Box::new(move || conv.forward(&input)),
+            });
+            let y = var(&[b, cout, hout, hout]);
+            let last = i + 1 == convs.len();
+            let act: (&'static str, fn(&Tensor) -> candle_core::Result<Tensor>) =
+                match (encoder, last) {
+                    (true, false) => ("leaky relu / relu / tanh", |t| {
+                        candle_nn::ops::leaky_relu(t, 0.2)
+                    }),
+                    (false, false) => ("leaky relu / relu / tanh", |t| t.relu()),
+                    (false, true) => ("leaky relu / relu / tanh", |t| t.tanh()),
+                    (true, true) => ("", |t| Ok(t.clone())),
+                };
+            if !act.0.is_empty() {
+                let y2 = y.as_tensor().clone();
+                let f = act.1;
+                cases.push(OpCase {
+                    category: act.0,
+                    count: calls,
+                    run: Box::new(move || f(&y2)),
+                });
+            }
+            if !encoder {
+                let up_in = var(&[b, cin, hin / 2, hin / 2]);
+                let ac = config.upsample_align_corners;
+                cases.push(OpCase {
+                    category: "upsample x2",
+                    count: calls,
+                    run: Box::new(move || upsample_bilinear2d(up_in.as_tensor(), hin, hin, ac)),
+                });
+            }
+            let has_bn = if encoder { i > 0 && !last } else { !last };
+            if has_bn {
+                let c = bn_channels[if encoder { i - 1 } else { i }];
+                let bn = BatchNorm::new_with_momentum(
+                    c,
+                    Tensor::zeros(c, DType::F32, &Device::Cpu).expect("mean"),
+                    Tensor::ones(c, DType::F32, &Device::Cpu).expect("var"),
+                    var(&[c]).as_tensor().clone(),
+                    var(&[c]).as_tensor().clone(),
+                    1e-5,
+                    0.1,
+                )
+                .expect("bn");
+                let y2 = y.as_tensor().clone();
+                cases.push(OpCase {
+                    category: "batchnorm (train)",
+                    count: calls,
+                    run: Box::new(move || bn.forward_t(&y2, true)),
+                });
+            }
+        }
+    }
+    let src = var(&[b, 3, s, s]);
+    let grid = Var::rand(-1f32, 1f32, (b, s, s, 2), &Device::Cpu).expect("grid");
+    cases.push(OpCase {
+        category: "grid_sample",
+        count: 1,
+        run: Box::new(move || {
+            grid_sample(
+                src.as_tensor(),
+                grid.as_tensor(),
+                GridSampleOptions::bilinear(PaddingMode::Zeros, true),
+            )
+        }),
+    });
+    cases
+}
+
+/// Per category: (fwd ms, fwd+bwd ms) per training step.
+fn breakdown(case: &Case) -> Vec<(String, f64, f64)> {
+    let config = ModelConfig::preset(case.preset).expect("preset");
+    let mut totals: Vec<(String, f64, f64)> = Vec::new();
+    for op in op_cases(&config, case.batch) {
+        let fwd = median_ms(case, || {
+            (op.run)().expect("op");
+        });
+        let bwd = median_ms(case, || {
+            (op.run)()
+                .and_then(|y| y.sum_all())
+                .and_then(|y| y.backward())
+                .expect("op backward");
+        });
+        let n = op.count as f64;
+        match totals.iter_mut().find(|t| t.0 == op.category) {
+            Some(t) => {
+                t.1 += n * fwd;
+                t.2 += n * bwd;
+            }
+            None => totals.push((op.category.to_string(), n * fwd, n * bwd)),
+        }
+    }
+    totals
+}
+
+fn run_breakdown_child(spec: &str) {
+    let case = parse_case(spec).expect("bad child case");
+    let rows: serde_json::Map<String, serde_json::Value> = breakdown(&case)
+        .into_iter()
+        .map(|(k, f, b)| (k, serde_json::json!([f, b])))
+        .collect();
+    println!("{}", serde_json::Value::Object(rows));
+}
+
+/// Runs the breakdown for both sides; its rows for `model.json`.
+fn breakdown_rows(case: &Case) -> Vec<serde_json::Value> {
+    let ours = {
+        let Ok(exe) = std::env::current_exe() else {
+            return Vec::new();
+        };
+        let out = Command::new(exe)
+            .env(BREAKDOWN_ENV, case_spec(case))
+            .env("RAYON_NUM_THREADS", THREADS.to_string())
+            .output();
+        out.ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+    };
+    let reference = if std::env::var_os("FABNET_BENCH_NO_TORCH").is_some() {
+        None
+    } else {
+        Command::new("/usr/bin/python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_model.py"))
+            .args(["--preset", case.preset, "--batch", &case.batch.to_string()])
+            .args([
+                "--iters",
+                &case.iters.to_string(),
+                "--budget-s",
+                "0",
+                "--breakdown",
+            ])
+            .env("OPENBLAS_NUM_THREADS", "1")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+    };
+    let Some(ours) = ours else {
+        eprintln!("breakdown: our child failed");
+        return Vec::new();
+    };
+    let mut rows = Vec::new();
+    println!(
+        "per-op breakdown, {} batch {} (ms per training step, fwd | fwd+bwd):",
+        case.preset, case.batch
+    );
+    for (category, v) in ours.as_object().into_iter().flatten() {
+        let r = reference.as_ref().map(|r| &r[category]);
+        for (i, label) in ["fwd", "fwd+bwd"].into_iter().enumerate() {
+            let o = v[i].as_f64();
+            let t = r.and_then(|r| r[i].as_f64());
+            println!("  {category} {label}: ours {o:.1?}, PyTorch {t:.1?}");
+            rows.push(serde_json::json!({
+                "case": format!("{} batch {} {category} {label}", case.preset, case.batch),
+                "ours": o,
+                "reference": t,
+                "reference_name": "PyTorch 1.13 CPU, 2 threads",
+                "unit": "ms/step",
+                "lower_is_better": true,
+            }));
+        }
+    }
+    rows
+}
+
+fn write_json(name: &str, report: &serde_json::Value) {
+    let dir = target_dir().join("fabnet-bench");
+    let path = dir.join(format!("{name}.json"));
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!("{name}.json.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(report)?)?;
+        std::fs::rename(&tmp, &path)
+    };
+    match write() {
+        Ok(()) => println!("wrote {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    }
+}
+
 fn main() {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         run_child(&spec);
+        return;
+    }
+    if let Ok(spec) = std::env::var(BREAKDOWN_ENV) {
+        run_breakdown_child(&spec);
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
@@ -233,25 +499,17 @@ fn main() {
             }));
         }
     }
+    rows.extend(breakdown_rows(if quick { &QUICK[0] } else { &BREAKDOWN }));
     let report = serde_json::json!({
         "bench": "model",
         "rows": rows,
         "notes": format!(
             "f32, {THREADS} threads each, one child process per case and side (peak memory is that process's VmHWM, including the fwd+bwd run); \
              1-source train-mode step: encoder on target and source, flow and mask decoders (the mask runs although it gets no gradient), \
-             grid_sample, per-sample L1 and mean; fwd+bwd adds the backward pass to every parameter; median of >= 3 runs{}",
+             grid_sample, per-sample L1 and mean; fwd+bwd adds the backward pass to every parameter; median of >= 3 runs. \
+             The ms/step rows time each kind of op alone at the shapes of one such step, times its calls per step; their fwd+bwd is the backward of the output's sum{}",
             if quick { "; --quick run on the tiny preset, indicative only" } else { "" }
         ),
     });
-    let dir = target_dir().join("fabnet-bench");
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join("model.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&report)?)?;
-        std::fs::rename(&tmp, dir.join("model.json"))
-    };
-    match write() {
-        Ok(()) => println!("wrote {}", dir.join("model.json").display()),
-        Err(e) => eprintln!("cannot write {}: {e}", dir.join("model.json").display()),
-    }
+    write_json("model", &report);
 }
