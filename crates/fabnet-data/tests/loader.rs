@@ -98,6 +98,13 @@ fn batches_are_identical_for_0_1_and_3_workers_even_with_bad_frames() {
         .concat();
         (batches, loader.stats())
     };
+    assert_eq!(
+        Loader::new(Arc::clone(&index), &ids, cfg.clone())
+            .unwrap()
+            .samples_per_epoch(),
+        12,
+        "drop_last leaves 3 full batches of 4"
+    );
     let (inline, inline_stats) = run(0);
     let (one, one_stats) = run(1);
     let (three, three_stats) = run(3);
@@ -189,6 +196,7 @@ fn an_epoch_visits_each_training_identity_exactly_once() {
     )
     .unwrap();
     assert_eq!(loader.batches_per_epoch(), 4);
+    assert_eq!(loader.samples_per_epoch(), 16);
     for epoch in 0..2 {
         let mut visits: BTreeMap<String, usize> = BTreeMap::new();
         for batch in collect(&loader, epoch) {
@@ -231,6 +239,7 @@ fn validation_mode_uses_the_centre_crop_and_repeats_for_the_same_epoch() {
     let a = collect(&loader, 0);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].batch_size, 3, "the incomplete batch is kept");
+    assert_eq!(loader.samples_per_epoch(), 3);
     assert_eq!(a[0].crop_size, 170);
     assert!(a[0]
         .samples
