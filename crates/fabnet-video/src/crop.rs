@@ -8,7 +8,7 @@
 
 use image::RgbImage;
 
-use crate::decode::Frame;
+use crate::decode::{Frame, Region};
 use crate::track::PixelBox;
 
 /// The resampling kernel.
@@ -136,9 +136,30 @@ fn axis_taps(start: f64, extent: f64, out: u32, src_len: u32, filter: Filter) ->
         .collect()
 }
 
-/// Resamples `window` of `frame` to an `out_w`×`out_h` RGB image; outside the frame is black.
+/// The pixels of a frame that [`resample`] reads for `window` at `out_w`×`out_h`: decoding
+/// only this region gives the same result as decoding the whole frame.
+pub fn footprint(window: &Window, out_w: u32, out_h: u32, filter: Filter) -> Region {
+    let axis = |start: f64, extent: f64, out: u32| {
+        let reach = filter.support() * (extent / f64::from(out.max(1))).max(1.0) + 1.0;
+        let lo = (start - reach).floor().max(0.0);
+        let hi = (start + extent + reach).ceil().max(lo);
+        // `as` saturates: windows far outside any frame give an empty or clamped region.
+        (lo as u32, (hi - lo) as u32)
+    };
+    let (left, width) = axis(window.x, window.w, out_w);
+    let (top, height) = axis(window.y, window.h, out_h);
+    Region {
+        left,
+        top,
+        width,
+        height,
+    }
+}
+
+/// Resamples `window` (in video-frame pixels) of `frame` to an `out_w`×`out_h` RGB image.
 ///
-/// A zero-sized output or a degenerate window gives an all-black image of the requested size.
+/// Pixels outside `frame`'s data (outside the video frame, or outside the region it holds)
+/// count as black. A zero-sized output or a degenerate window gives an all-black image.
 pub fn resample(
     frame: &Frame,
     window: &Window,
@@ -150,8 +171,9 @@ pub fn resample(
     if out_w == 0 || out_h == 0 || !(window.w > 0.0 && window.h > 0.0) {
         return out;
     }
-    let cols = axis_taps(window.x, window.w, out_w, frame.width, filter);
-    let rows = axis_taps(window.y, window.h, out_h, frame.height, filter);
+    let (left, top) = (f64::from(frame.left), f64::from(frame.top));
+    let cols = axis_taps(window.x - left, window.w, out_w, frame.width, filter);
+    let rows = axis_taps(window.y - top, window.h, out_h, frame.height, filter);
     let used = rows.iter().filter(|t| !t.weights.is_empty());
     let Some(r0) = used.clone().map(|t| t.first).min() else {
         return out;
@@ -205,6 +227,8 @@ mod tests {
         Frame {
             index: 0,
             time_s: 0.0,
+            left: 0,
+            top: 0,
             width,
             height,
             data,
@@ -265,6 +289,39 @@ mod tests {
         assert_eq!(out.get_pixel(2, 0).0[0], 27);
         // Column -1 is padding: 6 * (0.375*0 + 0.375*1 + 0.125*2) = 3.75.
         assert_eq!(out.get_pixel(0, 0).0[0], 4);
+    }
+
+    #[test]
+    fn resampling_the_footprint_region_equals_resampling_the_whole_frame() {
+        let frame = ramp(80, 60);
+        let window = Window {
+            x: 9.3,
+            y: -4.0,
+            w: 21.0,
+            h: 21.0,
+        };
+        for filter in [Filter::Triangle, Filter::Lanczos3] {
+            let whole = resample(&frame, &window, 8, 8, filter);
+            let r = footprint(&window, 8, 8, filter);
+            let (l, t) = (r.left as usize, r.top as usize);
+            let (w, h) = (
+                r.width.min(80 - r.left) as usize,
+                r.height.min(60 - r.top) as usize,
+            );
+            let data = (t..t + h)
+                .flat_map(|y| frame.data[(y * 80 + l) * 3..(y * 80 + l + w) * 3].to_vec())
+                .collect();
+            let part = Frame {
+                left: l as u32,
+                top: t as u32,
+                width: w as u32,
+                height: h as u32,
+                data,
+                ..frame.clone()
+            };
+            assert!(w < 80 && h < 60, "the region must be a real cut: {r:?}");
+            assert_eq!(resample(&part, &window, 8, 8, filter), whole, "{filter:?}");
+        }
     }
 
     #[test]

@@ -19,8 +19,8 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 
-use crate::crop::{resample, Filter, Window};
-use crate::decode::{DecodeOptions, Frame, VideoDecoder, VideoError};
+use crate::crop::{footprint, resample, Filter, Window};
+use crate::decode::{DecodeOptions, Frame, Region, VideoDecoder, VideoError};
 use crate::layout::{TrackSource, VideoJob};
 use crate::track::{BoxUnit, PixelBox, UnitChoice};
 
@@ -542,8 +542,16 @@ fn extract_video_with(
                     path: job.video.clone(),
                 });
             }
-            let frame = decoder.next_selected(&mut |i| {
-                wanted.contains_key(&i) || (!whole_frames.is_empty() && whole_frame_wanted(i))
+            let frame = decoder.next_region(&mut |i| {
+                if !whole_frames.is_empty() && whole_frame_wanted(i) {
+                    return Some(Region::full(info.width, info.height));
+                }
+                wanted.get(&i).and_then(|plans| {
+                    plans
+                        .iter()
+                        .map(|p| footprint(&p.window, config.size, config.size, config.filter))
+                        .reduce(Region::union)
+                })
             })?;
             let at_end = frame.is_none();
             if let Some(frame) = frame {

@@ -13,8 +13,8 @@ pub mod extract;
 pub mod layout;
 pub mod track;
 
-pub use crop::{resample, Filter, Window};
-pub use decode::{DecodeOptions, Frame, VideoDecoder, VideoError, VideoInfo};
+pub use crop::{footprint, resample, Filter, Window};
+pub use decode::{DecodeOptions, Frame, Region, VideoDecoder, VideoError, VideoInfo};
 pub use encode::{VideoWriter, WriteError};
 pub use extract::{
     ExtractConfig, ExtractError, ImageFormat, RunOptions, Sampling, Summary, TrackManifest,
