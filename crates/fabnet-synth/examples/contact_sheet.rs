@@ -1,85 +1,60 @@
-//! Writes a contact sheet (identities × poses × expressions) to
-//! `docs/synth-contact-sheet.png`: `cargo run -p fabnet-synth --example contact_sheet`.
+//! Writes a contact sheet to `docs/synth-contact-sheet.png`: one identity per row, each
+//! row with its own clip lighting and background, columns varying pose and expression.
+//!
+//! Run: `cargo run -p fabnet-synth --example contact_sheet [SIZE]` (default 128).
 
-use fabnet_synth::{render_frame, Expression, FrameParams, Head, IdentityParams, Pose};
+use fabnet_synth::{render_frame, ClipPlan, Expression, Head, IdentityParams, Pose};
 use image::RgbImage;
 
-fn main() {
-    let size = 128u32;
-    let ids = 6u64;
-    let cells: Vec<(Pose, Expression)> = vec![
-        (Pose::default(), Expression::neutral()),
+fn pose(yaw: f32, pitch: f32, roll: f32) -> Pose {
+    Pose { roll, pitch, yaw }
+}
+
+fn aus(pairs: &[(usize, f32)]) -> Expression {
+    let mut e = Expression::neutral();
+    for &(k, v) in pairs {
+        e.au[k] = v;
+    }
+    e
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let size: u32 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(128);
+    let rows = 8u64;
+    // AU indices: 0 AU1, 1 AU2, 2 AU4, 3 AU6, 4 AU12, 5 AU15, 6 AU25, 7 AU26, 8 AU45.
+    let cells = [
+        (pose(0.0, 0.0, 0.0), aus(&[])),
+        (pose(30.0, 5.0, 0.0), aus(&[(3, 0.8), (4, 1.0)])),
+        (pose(-55.0, 10.0, 0.0), aus(&[(6, 0.5)])),
+        (pose(0.0, 25.0, 0.0), aus(&[(6, 1.0), (7, 1.0)])),
+        (pose(10.0, -25.0, 18.0), aus(&[(8, 1.0)])),
         (
-            Pose {
-                yaw: 35.0,
-                ..Pose::default()
-            },
-            Expression::single(4, 1.0),
+            pose(20.0, 0.0, -15.0),
+            aus(&[(0, 1.0), (1, 1.0), (6, 0.6), (7, 0.4)]),
         ),
-        (
-            Pose {
-                yaw: -55.0,
-                pitch: 10.0,
-                ..Pose::default()
-            },
-            Expression::neutral(),
-        ),
-        (
-            Pose {
-                pitch: 25.0,
-                ..Pose::default()
-            },
-            Expression {
-                au: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0],
-            },
-        ),
-        (
-            Pose {
-                pitch: -25.0,
-                roll: 20.0,
-                ..Pose::default()
-            },
-            Expression::single(8, 1.0),
-        ),
-        (
-            Pose {
-                yaw: 20.0,
-                roll: -15.0,
-                ..Pose::default()
-            },
-            Expression {
-                au: [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.3, 0.0],
-            },
-        ),
-        (
-            Pose {
-                yaw: -15.0,
-                ..Pose::default()
-            },
-            Expression {
-                au: [0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
-            },
-        ),
-        (
-            Pose::default(),
-            Expression {
-                au: [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.5, 0.0, 0.0],
-            },
-        ),
+        (pose(-20.0, -5.0, 5.0), aus(&[(2, 1.0), (5, 1.0)])),
+        (pose(45.0, 0.0, 0.0), aus(&[(6, 0.8), (7, 0.2)])),
     ];
-    let mut sheet = RgbImage::new(size * cells.len() as u32, size * ids as u32);
-    for i in 0..ids {
+    let mut sheet = RgbImage::new(size * cells.len() as u32, size * rows as u32);
+    for i in 0..rows {
         let head = Head::new(&IdentityParams::from_seed(2018, i));
-        for (j, (pose, expr)) in cells.iter().enumerate() {
-            let mut fp = FrameParams::frontal();
-            fp.pose = *pose;
-            fp.expression = *expr;
+        let scene = ClipPlan::from_seed(2018, i, 4.0).at(0.0);
+        for (j, (p, e)) in cells.iter().enumerate() {
+            let mut fp = scene.clone();
+            fp.pose = *p;
+            fp.expression = *e;
+            fp.shift = [0.0, 0.0];
+            fp.zoom = 1.0;
             let (img, _) = render_frame(&head, &fp, size);
             image::imageops::replace(
                 &mut sheet,
                 &img,
-                (j as u32 * size) as i64,
-                (i as u32 * size) as i64,
+                i64::from(j as u32 * size),
+                i64::from(i as u32 * size),
             );
         }
     }
@@ -87,6 +62,7 @@ fn main() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../docs/synth-contact-sheet.png"
     );
-    sheet.save(out).expect("write contact sheet");
+    sheet.save(out)?;
     println!("wrote {out}");
+    Ok(())
 }

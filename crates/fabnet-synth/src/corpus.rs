@@ -243,9 +243,8 @@ fn write_clip(
     let id = identity_name(ident);
     let name = clip_name(clip);
     let global_clip = (ident * cfg.clips_per_identity + clip) as u64;
-    let mut r = stream(cfg.seed, Stream::Clip, global_clip);
     let duration = cfg.frames_per_clip as f32 / cfg.fps as f32;
-    let plan = ClipPlan::draw(&mut r, duration);
+    let plan = ClipPlan::from_seed(cfg.seed, global_clip, duration);
     let mut renderer = Renderer::new(cfg.size, cfg.supersample);
     let video = out.join("videos").join(&id).join(format!("{name}.mp4"));
     let mut writer = Mp4Writer::create(&video, cfg.size, cfg.size, cfg.fps, cfg.crf)?;

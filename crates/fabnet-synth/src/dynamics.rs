@@ -108,6 +108,15 @@ pub struct ClipPlan {
 }
 
 impl ClipPlan {
+    /// The plan of clip number `index` (counted over the whole corpus) for corpus seed
+    /// `seed`; `duration` in seconds.
+    pub fn from_seed(seed: u64, index: u64, duration: f32) -> Self {
+        Self::draw(
+            &mut crate::seeds::stream(seed, crate::seeds::Stream::Clip, index),
+            duration,
+        )
+    }
+
     /// Draws a clip plan from a random stream; `duration` in seconds (used for blinks).
     pub(crate) fn draw(r: &mut ChaCha8Rng, duration: f32) -> Self {
         // Near-frontal on average, as in VoxCeleb: most clips face the camera.

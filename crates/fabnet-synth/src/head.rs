@@ -598,7 +598,7 @@ impl Head {
                 let a = 2.0 * std::f32::consts::PI * j as f32 / segs as f32;
                 let (sa, ca) = a.sin_cos();
                 neck.pos
-                    .push(Vec3::new(0.56 * l.ax / 0.8 * ca, y, -0.18 + 0.5 * sa));
+                    .push(Vec3::new(0.6 * l.ax / 0.8 * ca, y, -0.2 + 0.52 * sa));
                 neck.normal.push(Vec3::new(ca, 0.0, sa));
                 neck.attr.push([0.0; 3]);
             }
@@ -607,13 +607,13 @@ impl Head {
         orient(&neck.pos, &mut neck.tris, Vec3::new(0.0, -1.7, -0.15));
 
         let torso = ellipsoid(
-            Vec3::new(0.0, -2.75, -0.55),
+            Vec3::new(0.0, -2.8, -0.55),
             [
                 Vec3::new(1.0, 0.0, 0.0),
                 Vec3::new(0.0, 1.0, 0.0),
                 Vec3::new(0.0, 0.0, 1.0),
             ],
-            [2.3, 1.3, 0.85],
+            [2.2, 1.45, 0.85],
             14,
             28,
         );

@@ -113,7 +113,8 @@ impl IdentityParams {
     /// Draws identity number `index` of the corpus with seed `seed`.
     pub fn from_seed(seed: u64, index: u64) -> Self {
         let mut r = seeds::stream(seed, Stream::Identity, index);
-        let tone = uniform(&mut r, 0.0, (SKIN_TONES.len() - 1) as f32);
+        // Skewed towards lighter tones, roughly as in VoxCeleb, with every tone represented.
+        let tone = uniform(&mut r, 0.0, 1.0).powf(1.5) * (SKIN_TONES.len() - 1) as f32;
         let i = (tone.floor() as usize).min(SKIN_TONES.len() - 2);
         let skin = mix3(SKIN_TONES[i], SKIN_TONES[i + 1], tone - i as f32);
         let jitter = |r: &mut rand_chacha::ChaCha8Rng, c: [f32; 3], a: f32| -> [f32; 3] {

@@ -15,9 +15,9 @@ use crate::scene::{Background, Expression, FrameParams, Pose};
 /// Camera distance from the head centre, in head units (1 unit ≈ 75 mm).
 const CAM_DIST: f32 = 9.0;
 /// Height of the field of view at the head centre's depth, in head units.
-const VIEW_HEIGHT: f32 = 3.2;
+const VIEW_HEIGHT: f32 = 3.4;
 /// Height in head coordinates that the optical axis passes through.
-const CAM_Y: f32 = -0.15;
+const CAM_Y: f32 = -0.25;
 /// Neck pivot the head rotates about.
 const PIVOT: Vec3 = Vec3::new(0.0, -0.8, -0.25);
 /// Depth tolerance of the landmark visibility test, in head units (≈ 4 mm).
