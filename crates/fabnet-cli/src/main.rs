@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Extract face-track frames from videos (VoxCeleb track files or face videos).
     Extract(cmd::extract::ExtractArgs),
+    /// Render synthetic talking-head videos with exact landmarks, pose and action units.
+    Synth(cmd::synth::SynthArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Extract(args) => cmd::extract::run(args),
+        Command::Synth(args) => cmd::synth::run(args),
     };
     match result {
         Ok(code) => code,
