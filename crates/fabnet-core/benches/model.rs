@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
 use candle_nn::{BatchNorm, Conv2d, Conv2dConfig};
-use fabnet_core::model::{curriculum_loss, per_sample_l1, FabNet, ModelConfig, ParamKind, Part};
+use fabnet_core::model::{
+    curriculum_loss, leaky_relu, per_sample_l1, FabNet, ModelConfig, ParamKind, Part,
+};
 use fabnet_core::ops::{grid_sample, upsample_bilinear2d, GridSampleOptions, PaddingMode};
 
 const THREADS: usize = 2;
@@ -290,10 +292,8 @@ fn op_cases(config: &ModelConfig, b: usize) -> Vec<OpCase> {
             let last = i + 1 == convs.len();
             let act: (&'static str, fn(&Tensor) -> candle_core::Result<Tensor>) =
                 match (encoder, last) {
-                    (true, false) => ("leaky relu / relu / tanh", |t| {
-                        candle_nn::ops::leaky_relu(t, 0.2)
-                    }),
-                    (false, false) => ("leaky relu / relu / tanh", |t| t.relu()),
+                    (true, false) => ("leaky relu / relu / tanh", |t| leaky_relu(t, 0.2)),
+                    (false, false) => ("leaky relu / relu / tanh", |t| leaky_relu(t, 0.0)),
                     (false, true) => ("leaky relu / relu / tanh", |t| t.tanh()),
                     (true, true) => ("", |t| Ok(t.clone())),
                 };

@@ -1,6 +1,7 @@
 //! The building block shared by the encoder and the decoders: a conv with
 //! bias, an optional BatchNorm and an activation, with the official key names.
 
+use super::act::leaky_relu;
 use super::config::{ConvPlan, GammaInit, ModelConfig};
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Init, VarBuilder};
@@ -26,8 +27,8 @@ pub(crate) enum Activation {
 impl Activation {
     fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Activation::LeakyRelu(slope) => candle_nn::ops::leaky_relu(x, slope),
-            Activation::Relu => x.relu(),
+            Activation::LeakyRelu(slope) => leaky_relu(x, slope),
+            Activation::Relu => leaky_relu(x, 0.0),
             Activation::Tanh => x.tanh(),
             Activation::None => Ok(x.clone()),
         }

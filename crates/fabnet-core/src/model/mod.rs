@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+mod act;
 mod config;
 mod decoder;
 mod encoder;
@@ -33,6 +34,7 @@ mod loss;
 mod spec;
 mod weights;
 
+pub use act::leaky_relu;
 pub use config::{GammaInit, ModelConfig};
 pub use decoder::Decoder;
 pub use encoder::Encoder;
