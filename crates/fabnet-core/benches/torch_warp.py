@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 THREADS = 2
 GS_CASES = [("32x3x64x64", 32, 3, 64, 64), ("32x3x256x256", 32, 3, 256, 256)]
-UP_CASES = [("32x64x32x32 x2", 32, 64, 32, 32), ("32x32x128x128 x2", 32, 32, 128, 128)]
+UP_CASES = [("32x256x8x8 x2", 32, 256, 8, 8), ("32x32x64x64 x2", 32, 32, 64, 64)]
 
 
 def median_ms(fn, quick):

@@ -3,7 +3,10 @@
 //! pass.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use std::sync::Mutex;
+
+use candle_core::op::BackpropOp;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
 
 use super::kernel::{self, GsDims, GsParams, Real};
 use super::{check_float, GridSampleOptions, OpError};
@@ -62,6 +65,12 @@ pub(crate) fn validate(input: &Tensor, grid: &Tensor) -> Result<(), OpError> {
     }
     if i[2] == 0 || i[3] == 0 {
         return Err(shape_err("the input has an empty spatial dimension"));
+    }
+    // Plane offsets are i32 in the kernels.
+    if (i[2] + 1).saturating_mul(i[3] + 1) >= i32::MAX as usize {
+        return Err(shape_err(
+            "the input plane is too large (H · W must stay below 2^31)",
+        ));
     }
     check_float(OP, input, "input")?;
     check_float(OP, grid, "grid")?;
@@ -192,41 +201,67 @@ impl CustomOp2 for GridSample {
             return Ok((None, None));
         }
         let grad_out = grad_out.contiguous()?;
-        let flat = grad_out.apply_op3_no_bwd(
-            input,
-            grid,
-            &GridSampleBackward {
-                options: self.options,
-                want_input,
-                want_grid,
-            },
-        )?;
-        let len_in = if want_input { input.elem_count() } else { 0 };
+        let op = GridSampleBackward {
+            options: self.options,
+            want_input,
+            want_grid,
+            side: Mutex::new(None),
+        };
+        let primary = grad_out.apply_op3_no_bwd(input, grid, &op)?;
+        if !want_grid {
+            return Ok((Some(primary), None));
+        }
         let grad_input = if want_input {
-            Some(flat.narrow(0, 0, len_in)?.reshape(input.shape())?)
+            let side = op.side.lock().ok().and_then(|mut s| s.take());
+            let storage = side.ok_or_else(|| {
+                candle_core::Error::Msg("grid_sample_backward: missing input gradient".into())
+            })?;
+            Some(Tensor::from_storage(
+                storage,
+                input.shape(),
+                BackpropOp::none(),
+                false,
+            ))
         } else {
             None
         };
-        let grad_grid = if want_grid {
-            Some(
-                flat.narrow(0, len_in, grid.elem_count())?
-                    .reshape(grid.shape())?,
-            )
-        } else {
-            None
-        };
-        Ok((grad_input, grad_grid))
+        Ok((grad_input, Some(primary)))
     }
 }
 
-/// (grad_out, input, grid) -> flat [grad_input if wanted, grad_grid if wanted].
+/// (grad_out, input, grid) -> the grid gradient (N, Ho, Wo, 2) if wanted,
+/// else the input gradient (N, C, H, W). When both are wanted the input
+/// gradient is handed over through `side`: one op computes both in a single
+/// pass, and the two results stay separate allocations (a single
+/// concatenated buffer would be large enough to be a fresh, page-faulting
+/// mmap on every call).
 pub(crate) struct GridSampleBackward {
     pub options: GridSampleOptions,
     pub want_input: bool,
     pub want_grid: bool,
+    pub side: Mutex<Option<Storage>>,
 }
 
 impl GridSampleBackward {
+    /// Shape of the op's own output.
+    pub(crate) fn primary_shape(&self, d: GsDims) -> Shape {
+        if self.want_grid {
+            Shape::from((d.n, d.ho, d.wo, 2))
+        } else {
+            Shape::from((d.n, d.c, d.h, d.w))
+        }
+    }
+
+    /// Stores the input gradient that goes beside the primary output.
+    pub(crate) fn set_side(&self, s: Storage) -> candle_core::Result<()> {
+        let mut side = self
+            .side
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("grid_sample_backward: poisoned lock".into()))?;
+        *side = Some(s);
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn cpu<T: Real>(
         &self,
@@ -241,7 +276,7 @@ impl GridSampleBackward {
         let grad_out = contiguous::<T>(s1, l1, "grad_out")?;
         let input = contiguous::<T>(s2, l2, "input")?;
         let grid = contiguous::<T>(s3, l3, "grid")?;
-        let out = kernel::grid_sample_bwd(
+        let (gi, gg) = kernel::grid_sample_bwd(
             grad_out,
             input,
             grid,
@@ -250,8 +285,15 @@ impl GridSampleBackward {
             self.want_input,
             self.want_grid,
         );
-        let len = out.len();
-        Ok((T::to_cpu_storage_owned(out), Shape::from(len)))
+        let primary = if self.want_grid {
+            if self.want_input {
+                self.set_side(Storage::Cpu(T::to_cpu_storage_owned(gi)))?;
+            }
+            gg
+        } else {
+            gi
+        };
+        Ok((T::to_cpu_storage_owned(primary), self.primary_shape(d)))
     }
 }
 

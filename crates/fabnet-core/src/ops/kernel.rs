@@ -18,8 +18,9 @@ pub(crate) trait Real: WithDType {
     fn floor(self) -> Self;
     fn round_even(self) -> Self;
     fn finite(self) -> bool;
-    /// Saturating conversion (callers clamp to a small range first).
+    /// Saturating conversion toward zero (callers clamp to a small range first).
     fn to_isize(self) -> isize;
+    fn from_isize(v: isize) -> Self;
 }
 
 macro_rules! impl_real {
@@ -41,6 +42,10 @@ macro_rules! impl_real {
             fn to_isize(self) -> isize {
                 self as isize
             }
+            #[inline(always)]
+            fn from_isize(v: isize) -> Self {
+                v as $t
+            }
         }
     };
 }
@@ -56,6 +61,14 @@ unsafe impl<T: Send> Send for SyncPtr<T> {}
 unsafe impl<T: Send> Sync for SyncPtr<T> {}
 
 impl<T> SyncPtr<T> {
+    /// # Safety
+    /// `i` must lie inside the buffer, and no other task may access it.
+    #[inline(always)]
+    unsafe fn write(&self, i: usize, v: T) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { self.0.add(i).write(v) }
+    }
+
     /// # Safety
     /// `start..start + len` must lie inside the buffer and must not be accessed
     /// by any other task while the returned slice lives.
@@ -78,38 +91,43 @@ pub(crate) struct GsDims {
     pub wo: usize,
 }
 
-/// Geometry of one sample: the four corners nw, ne, sw, se.
-#[derive(Clone, Copy)]
-struct Tap<T> {
-    /// Offsets of the corners within an (H, W) plane; only meaningful for
-    /// corners whose bit is set in `valid`.
-    off: [usize; 4],
-    /// Bilinear weights of the corners (nearest: 1 for corner 0).
-    w: [T; 4],
+/// Geometry of one grid row, one entry per sample, as a structure of arrays
+/// so that the branch-free loop filling it vectorises. The corners of a
+/// sample are nw, ne, sw, se: offsets `base`, `base + 1`, `base + W`,
+/// `base + W + 1` in an (H, W) plane.
+struct RowTaps<T> {
+    /// Offset of the nw corner, y0 · W + x0 (may lie outside the plane).
+    base: Vec<i32>,
     /// Bit k set: corner k lies inside the input.
-    valid: u8,
-    /// Fractional position inside the cell, 1 − fx and fx, 1 − fy and fy.
-    wx: [T; 2],
-    wy: [T; 2],
-    /// d(pixel x)/d(grid x) and d(pixel y)/d(grid y), zero where border
-    /// clamping is active.
-    mx: T,
-    my: T,
+    valid: Vec<u8>,
+    /// Interpolation weights of the four corners (nearest: 1 for corner 0).
+    w: [Vec<T>; 4],
+    /// 1 − fx, fx, 1 − fy, fy: the position inside the cell.
+    wx0: Vec<T>,
+    wx1: Vec<T>,
+    wy0: Vec<T>,
+    wy1: Vec<T>,
+    /// d(pixel x)/d(grid x) and d(pixel y)/d(grid y); zero where border
+    /// clamping is active or the point is not finite.
+    mx: Vec<T>,
+    my: Vec<T>,
 }
 
 const ALL: u8 = 0b1111;
 
-impl<T: Real> Tap<T> {
-    fn empty() -> Self {
-        let z = T::from_f64(0.0);
+impl<T: Real> RowTaps<T> {
+    fn new(wo: usize) -> Self {
+        let z = || vec![T::from_f64(0.0); wo];
         Self {
-            off: [0; 4],
-            w: [z; 4],
-            valid: 0,
-            wx: [z; 2],
-            wy: [z; 2],
-            mx: z,
-            my: z,
+            base: vec![0; wo],
+            valid: vec![0; wo],
+            w: [z(), z(), z(), z()],
+            wx0: z(),
+            wx1: z(),
+            wy0: z(),
+            wy1: z(),
+            mx: z(),
+            my: z(),
         }
     }
 }
@@ -117,35 +135,13 @@ impl<T: Real> Tap<T> {
 /// Pixel coordinate of grid coordinate `g` along an axis of `size` pixels,
 /// exactly as PyTorch's `grid_sampler_unnormalize`.
 #[inline(always)]
-fn unnormalize<T: Real>(g: T, size: usize, align_corners: bool) -> T {
+fn unnormalize<T: Real>(g: T, size: T, align_corners: bool) -> T {
     let one = T::from_f64(1.0);
-    let two = T::from_f64(2.0);
-    let s = T::from_f64(size as f64);
+    let half = T::from_f64(0.5);
     if align_corners {
-        ((g + one) / two) * (s - one)
+        ((g + one) * half) * (size - one)
     } else {
-        ((g + one) * s - one) / two
-    }
-}
-
-/// Clamps to [0, size − 1] for border padding; returns the coordinate and the
-/// derivative of the clamp (0 on and beyond the border, as PyTorch).
-#[inline(always)]
-fn pad<T: Real>(x: T, size: usize, padding: PaddingMode) -> (T, T) {
-    let zero = T::from_f64(0.0);
-    let one = T::from_f64(1.0);
-    match padding {
-        PaddingMode::Zeros => (x, one),
-        PaddingMode::Border => {
-            let hi = T::from_f64(size as f64 - 1.0);
-            if x <= zero {
-                (zero, zero)
-            } else if x >= hi {
-                (hi, zero)
-            } else {
-                (x, one)
-            }
-        }
+        ((g + one) * size - one) * half
     }
 }
 
@@ -156,93 +152,155 @@ pub(crate) struct GsParams {
     pub align_corners: bool,
 }
 
-/// Fills `taps` with the geometry of one grid row (`wo` points, x first).
-fn compute_taps<T: Real>(taps: &mut [Tap<T>], grid_row: &[T], h: usize, w: usize, p: GsParams) {
-    let one = T::from_f64(1.0);
-    let half = T::from_f64(0.5);
-    let (sx, sy) = if p.align_corners {
-        (
-            T::from_f64((w as f64 - 1.0) * 0.5),
-            T::from_f64((h as f64 - 1.0) * 0.5),
-        )
+/// Pixel coordinate along one axis after padding, and its derivative with
+/// respect to the grid coordinate. Non-finite input lands far outside the
+/// input with a zero derivative.
+#[inline(always)]
+fn axis_coord<T: Real>(g: T, size: usize, p: GsParams) -> (T, T) {
+    let zero = T::from_f64(0.0);
+    let s = T::from_f64(size as f64);
+    let hi = T::from_f64(size as f64 - 1.0);
+    let scale = if p.align_corners {
+        T::from_f64((size as f64 - 1.0) * 0.5)
     } else {
-        (T::from_f64(w as f64) * half, T::from_f64(h as f64) * half)
+        T::from_f64(size as f64 * 0.5)
     };
-    // Floors are clamped to this range before the integer conversion so that
-    // huge coordinates stay cheap and overflow-free; any corner outside
-    // [0, size) is invalid either way.
-    let (wlim, hlim) = (T::from_f64(w as f64), T::from_f64(h as f64));
-    let lo = T::from_f64(-2.0);
-    let (wi, hi) = (w as isize, h as isize);
-    for (tap, g) in taps.iter_mut().zip(grid_row.chunks_exact(2)) {
-        let (gx, gy) = (g[0], g[1]);
-        if !(gx.finite() && gy.finite()) {
-            // Non-finite grid values sample nothing: zero output, zero gradients.
-            *tap = Tap::empty();
-            continue;
+    let x = unnormalize(g, s, p.align_corners);
+    let (x, d) = match p.padding {
+        PaddingMode::Zeros => (x, scale),
+        // PyTorch's clamp passes no gradient on the border itself either.
+        PaddingMode::Border => {
+            let inside = x > zero && x < hi;
+            let c = if x < zero { zero } else { x };
+            (
+                if c > hi { hi } else { c },
+                if inside { scale } else { zero },
+            )
         }
-        let (ix, cx) = pad(unnormalize(gx, w, p.align_corners), w, p.padding);
-        let (iy, cy) = pad(unnormalize(gy, h, p.align_corners), h, p.padding);
-        match p.mode {
-            SampleMode::Bilinear => {
-                let x0f = ix.floor();
-                let y0f = iy.floor();
-                let wx0 = (x0f + one) - ix;
-                let wx1 = ix - x0f;
-                let wy0 = (y0f + one) - iy;
-                let wy1 = iy - y0f;
-                let x0 = clamp(x0f, lo, wlim).to_isize();
-                let y0 = clamp(y0f, lo, hlim).to_isize();
-                let vx0 = (0..wi).contains(&x0);
-                let vx1 = (0..wi).contains(&(x0 + 1));
-                let vy0 = (0..hi).contains(&y0);
-                let vy1 = (0..hi).contains(&(y0 + 1));
-                let valid = (vx0 && vy0) as u8
-                    | ((vx1 && vy0) as u8) << 1
-                    | ((vx0 && vy1) as u8) << 2
-                    | ((vx1 && vy1) as u8) << 3;
-                let base = y0 * wi + x0;
-                let at = |d: isize| (base + d).max(0) as usize;
-                *tap = Tap {
-                    off: [at(0), at(1), at(wi), at(wi + 1)],
-                    w: [wx0 * wy0, wx1 * wy0, wx0 * wy1, wx1 * wy1],
-                    valid,
-                    wx: [wx0, wx1],
-                    wy: [wy0, wy1],
-                    mx: sx * cx,
-                    my: sy * cy,
-                };
-            }
-            SampleMode::Nearest => {
-                let x = clamp(ix.round_even(), lo, wlim).to_isize();
-                let y = clamp(iy.round_even(), lo, hlim).to_isize();
-                let valid = (0..wi).contains(&x) && (0..hi).contains(&y);
-                let mut t = Tap::empty();
-                if valid {
-                    t.off[0] = (y * wi + x) as usize;
-                    t.w[0] = one;
-                    t.valid = 1;
-                }
-                *tap = t;
-            }
-        }
+    };
+    if g.finite() {
+        (x, d)
+    } else {
+        (T::from_f64(-4.0), zero)
     }
+}
+
+/// floor(x) for x in [-2, 2^24], without a libm call (the baseline x86-64
+/// target has no floor instruction).
+#[inline(always)]
+fn floor_i32<T: Real>(x: T) -> i32 {
+    let t = x.to_isize() as i32;
+    t - (T::from_isize(t as isize) > x) as i32
 }
 
 #[inline(always)]
 fn clamp<T: Real>(x: T, lo: T, hi: T) -> T {
-    if x < lo {
-        lo
-    } else if x > hi {
+    let x = if x < lo { lo } else { x };
+    if x > hi {
         hi
     } else {
         x
     }
 }
 
-/// Splits `rows` rows into blocks of at least `min` rows, at most `parts` blocks.
+/// Fills `t` with the geometry of one grid row (`wo` points, x first).
+fn compute_taps<T: Real>(t: &mut RowTaps<T>, grid_row: &[T], h: usize, w: usize, p: GsParams) {
+    let one = T::from_f64(1.0);
+    let zero = T::from_f64(0.0);
+    // Cells are clamped to [-2, size] before the integer conversion; that
+    // only moves cells whose corners all lie outside, whose weights are then
+    // never used, and keeps huge coordinates overflow-free.
+    let (wlim, hlim, lo) = (
+        T::from_f64(w as f64),
+        T::from_f64(h as f64),
+        T::from_f64(-2.0),
+    );
+    let (wi, hi) = (w as i32, h as i32);
+    match p.mode {
+        SampleMode::Bilinear => {
+            for (i, g) in grid_row.chunks_exact(2).enumerate() {
+                let (ix, mx) = axis_coord(g[0], w, p);
+                let (iy, my) = axis_coord(g[1], h, p);
+                let x0 = floor_i32(clamp(ix, lo, wlim));
+                let y0 = floor_i32(clamp(iy, lo, hlim));
+                let (x0f, y0f) = (T::from_isize(x0 as isize), T::from_isize(y0 as isize));
+                let wx0 = (x0f + one) - ix;
+                let wx1 = ix - x0f;
+                let wy0 = (y0f + one) - iy;
+                let wy1 = iy - y0f;
+                let vx0 = (x0 >= 0) & (x0 < wi);
+                let vx1 = (x0 >= -1) & (x0 < wi - 1);
+                let vy0 = (y0 >= 0) & (y0 < hi);
+                let vy1 = (y0 >= -1) & (y0 < hi - 1);
+                t.valid[i] = (vx0 & vy0) as u8
+                    | ((vx1 & vy0) as u8) << 1
+                    | ((vx0 & vy1) as u8) << 2
+                    | ((vx1 & vy1) as u8) << 3;
+                t.base[i] = y0 * wi + x0;
+                t.w[0][i] = wx0 * wy0;
+                t.w[1][i] = wx1 * wy0;
+                t.w[2][i] = wx0 * wy1;
+                t.w[3][i] = wx1 * wy1;
+                t.wx0[i] = wx0;
+                t.wx1[i] = wx1;
+                t.wy0[i] = wy0;
+                t.wy1[i] = wy1;
+                t.mx[i] = mx;
+                t.my[i] = my;
+            }
+        }
+        SampleMode::Nearest => {
+            for (i, g) in grid_row.chunks_exact(2).enumerate() {
+                let (ix, _) = axis_coord(g[0], w, p);
+                let (iy, _) = axis_coord(g[1], h, p);
+                let x = clamp(ix.round_even(), lo, wlim).to_isize() as i32;
+                let y = clamp(iy.round_even(), lo, hlim).to_isize() as i32;
+                let inside = (0..wi).contains(&x) && (0..hi).contains(&y);
+                t.valid[i] = inside as u8;
+                t.base[i] = y * wi + x;
+                t.w[0][i] = one;
+                for k in 1..4 {
+                    t.w[k][i] = zero;
+                }
+                t.mx[i] = zero;
+                t.my[i] = zero;
+            }
+        }
+    }
+}
+
+/// Splits `rows` rows into at most `parts` blocks; returns the block length.
 fn blocks(rows: usize, parts: usize) -> usize {
     rows.div_ceil(parts.clamp(1, rows.max(1)))
+}
+
+/// A vector of `len` elements that the caller must write in full before
+/// reading: the outputs below are written element by element, so zeroing
+/// them first would be a wasted pass over memory.
+struct Uninit<T> {
+    buf: Vec<T>,
+    len: usize,
+}
+
+impl<T> Uninit<T> {
+    fn new(len: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(len),
+            len,
+        }
+    }
+
+    fn ptr(&mut self) -> SyncPtr<T> {
+        SyncPtr(self.buf.as_mut_ptr())
+    }
+
+    /// # Safety
+    /// Every element must have been written through [`Uninit::ptr`].
+    unsafe fn assume_init(mut self) -> Vec<T> {
+        // SAFETY: capacity is `len` and the caller wrote all elements.
+        unsafe { self.buf.set_len(self.len) };
+        self.buf
+    }
 }
 
 /// Forward grid sample: input (N, C, H, W), grid (N, Ho, Wo, 2) -> (N, C, Ho, Wo).
@@ -250,60 +308,77 @@ pub(crate) fn grid_sample_fwd<T: Real>(input: &[T], grid: &[T], d: GsDims, p: Gs
     let GsDims { n, c, h, w, ho, wo } = d;
     let plane_in = h * w;
     let plane_out = ho * wo;
-    let mut out = vec![T::from_f64(0.0); n * c * plane_out];
-    if out.is_empty() {
-        return out;
-    }
-    // Several row blocks per thread keep the threads evenly loaded.
-    let threads = rayon::current_num_threads();
-    let rows_per_task = blocks(ho, (4 * threads).div_ceil(n));
-    let tasks_per_item = ho.div_ceil(rows_per_task);
-    let out_ptr = SyncPtr(out.as_mut_ptr());
-    (0..n * tasks_per_item).into_par_iter().for_each_init(
-        || vec![Tap::<T>::empty(); wo],
-        |taps, task| {
-            let (b, blk) = (task / tasks_per_item, task % tasks_per_item);
-            let src = &input[b * c * plane_in..(b + 1) * c * plane_in];
-            let y_end = ((blk + 1) * rows_per_task).min(ho);
-            for oy in blk * rows_per_task..y_end {
-                let g = &grid[(b * ho + oy) * wo * 2..(b * ho + oy + 1) * wo * 2];
-                compute_taps(taps, g, h, w, p);
-                for ch in 0..c {
-                    let plane = &src[ch * plane_in..(ch + 1) * plane_in];
-                    // SAFETY: row (b, ch, oy) belongs to this task alone: tasks
-                    // partition (b, oy) and each writes all channels of its rows.
-                    let dst = unsafe { out_ptr.slice(((b * c + ch) * ho + oy) * wo, wo) };
-                    sample_row(dst, plane, taps);
+    let mut out = Uninit::<T>::new(n * c * plane_out);
+    if n * c * plane_out > 0 {
+        // Several row blocks per thread keep the threads evenly loaded.
+        let threads = rayon::current_num_threads();
+        let rows_per_task = blocks(ho, (4 * threads).div_ceil(n));
+        let tasks_per_item = ho.div_ceil(rows_per_task);
+        let out_ptr = out.ptr();
+        (0..n * tasks_per_item).into_par_iter().for_each_init(
+            || RowTaps::<T>::new(wo),
+            |taps, task| {
+                let (b, blk) = (task / tasks_per_item, task % tasks_per_item);
+                let src = &input[b * c * plane_in..(b + 1) * c * plane_in];
+                let y_end = ((blk + 1) * rows_per_task).min(ho);
+                for oy in blk * rows_per_task..y_end {
+                    let g = &grid[(b * ho + oy) * wo * 2..(b * ho + oy + 1) * wo * 2];
+                    compute_taps(taps, g, h, w, p);
+                    let first = (b * c * ho + oy) * wo;
+                    for i in 0..wo {
+                        for ch in 0..c {
+                            let v = corners(&src[ch * plane_in..], w, taps, i);
+                            let o = taps.w[0][i] * v[0]
+                                + taps.w[1][i] * v[1]
+                                + taps.w[2][i] * v[2]
+                                + taps.w[3][i] * v[3];
+                            // SAFETY: element (b, ch, oy, i) belongs to this
+                            // task alone: tasks partition (b, oy) and write
+                            // all channels of their rows.
+                            unsafe { out_ptr.write(first + ch * plane_out + i, o) };
+                        }
+                    }
                 }
-            }
-        },
-    );
-    out
+            },
+        );
+    }
+    // SAFETY: the tasks cover every (b, oy) row of every channel.
+    unsafe { out.assume_init() }
 }
 
+/// The corner values of sample `i` in `plane` (row length `w`); zero for
+/// corners outside the input.
 #[inline(always)]
-fn sample_row<T: Real>(dst: &mut [T], plane: &[T], taps: &[Tap<T>]) {
-    for (o, t) in dst.iter_mut().zip(taps) {
-        *o = if t.valid == ALL {
-            t.w[0] * plane[t.off[0]]
-                + t.w[1] * plane[t.off[1]]
-                + t.w[2] * plane[t.off[2]]
-                + t.w[3] * plane[t.off[3]]
-        } else {
-            let mut acc = T::from_f64(0.0);
-            for k in 0..4 {
-                if t.valid & (1 << k) != 0 {
-                    acc += t.w[k] * plane[t.off[k]];
-                }
+fn corners<T: Real>(plane: &[T], w: usize, t: &RowTaps<T>, i: usize) -> [T; 4] {
+    let base = t.base[i] as isize;
+    if t.valid[i] == ALL {
+        let b = base as usize;
+        debug_assert!(b + w + 1 < plane.len());
+        // SAFETY: compute_taps sets all four bits only when the whole 2x2
+        // cell lies inside the (H, W) plane; b + w + 1 is its last offset.
+        unsafe {
+            [
+                *plane.get_unchecked(b),
+                *plane.get_unchecked(b + 1),
+                *plane.get_unchecked(b + w),
+                *plane.get_unchecked(b + w + 1),
+            ]
+        }
+    } else {
+        let mut v = [T::from_f64(0.0); 4];
+        let delta = [0, 1, w as isize, w as isize + 1];
+        for k in 0..4 {
+            if t.valid[i] & (1 << k) != 0 {
+                v[k] = plane[(base + delta[k]) as usize];
             }
-            acc
-        };
+        }
+        v
     }
 }
 
-/// Backward grid sample. Returns the flat concatenation of the input gradient
-/// (N, C, H, W) if `want_input` and the grid gradient (N, Ho, Wo, 2) if
-/// `want_grid`.
+/// Backward grid sample: gradients with respect to the input (N, C, H, W)
+/// if `want_input` and the grid (N, Ho, Wo, 2) if `want_grid`; a gradient
+/// that is not wanted comes back empty.
 pub(crate) fn grid_sample_bwd<T: Real>(
     grad_out: &[T],
     input: &[T],
@@ -312,29 +387,25 @@ pub(crate) fn grid_sample_bwd<T: Real>(
     p: GsParams,
     want_input: bool,
     want_grid: bool,
-) -> Vec<T> {
+) -> (Vec<T>, Vec<T>) {
     let GsDims { n, c, h, w, ho, wo } = d;
     let zero = T::from_f64(0.0);
     let plane_in = h * w;
-    let plane_out = ho * wo;
-    let len_in = if want_input { n * c * plane_in } else { 0 };
-    let len_grid = if want_grid { n * plane_out * 2 } else { 0 };
-    let mut res = vec![zero; len_in + len_grid];
-    if n * plane_out == 0 || res.is_empty() {
-        return res;
-    }
-    let want_grid = want_grid && p.mode == SampleMode::Bilinear;
+    let mut gi_all = if want_input {
+        vec![zero; n * c * plane_in]
+    } else {
+        Vec::new()
+    };
+    let mut gg_all = Uninit::new(if want_grid { n * ho * wo * 2 } else { 0 });
     let threads = rayon::current_num_threads();
     // With enough batch items every task owns one item's input gradient;
     // otherwise items are split into row blocks that scatter into private
     // partial buffers, summed at the end.
-    let (rows_per_task, tasks_per_item) = if want_input && n < threads {
-        let r = blocks(ho, threads.div_ceil(n));
-        (r, ho.div_ceil(r))
-    } else if want_input {
+    let (rows_per_task, tasks_per_item) = if want_input && n >= threads {
         (ho, 1)
     } else {
-        let r = blocks(ho, (4 * threads).div_ceil(n));
+        let parts = if want_input { threads } else { 4 * threads };
+        let r = blocks(ho, parts.div_ceil(n.max(1)));
         (r, ho.div_ceil(r))
     };
     let partial = want_input && tasks_per_item > 1;
@@ -343,22 +414,22 @@ pub(crate) fn grid_sample_bwd<T: Real>(
     } else {
         Vec::new()
     };
-    let (gi_all, gg_all) = res.split_at_mut(len_in);
     let gi_ptr = SyncPtr(if partial {
         partials.as_mut_ptr()
     } else {
         gi_all.as_mut_ptr()
     });
-    let gg_ptr = SyncPtr(gg_all.as_mut_ptr());
+    let gg_ptr = gg_all.ptr();
+    let grid_grad = want_grid && p.mode == SampleMode::Bilinear;
     (0..n * tasks_per_item).into_par_iter().for_each_init(
-        || (vec![Tap::<T>::empty(); wo], vec![zero; 2 * wo]),
+        || (RowTaps::<T>::new(wo), vec![zero; 2 * wo]),
         |(taps, acc), task| {
             let (b, blk) = (task / tasks_per_item, task % tasks_per_item);
             let src = &input[b * c * plane_in..(b + 1) * c * plane_in];
-            // SAFETY: the input-gradient region of a task is its batch item's
-            // planes (one task per item) or its own partial buffer.
-            let gi = if want_input {
+            let gi: &mut [T] = if want_input {
                 let start = if partial { task } else { b } * c * plane_in;
+                // SAFETY: the input-gradient region of a task is its batch
+                // item's planes (one task per item) or its own partial buffer.
                 unsafe { gi_ptr.slice(start, c * plane_in) }
             } else {
                 &mut []
@@ -367,27 +438,26 @@ pub(crate) fn grid_sample_bwd<T: Real>(
             for oy in blk * rows_per_task..y_end {
                 let row = (b * ho + oy) * wo;
                 compute_taps(taps, &grid[row * 2..(row + wo) * 2], h, w, p);
-                acc.iter_mut().for_each(|a| *a = zero);
-                for ch in 0..c {
-                    let go = &grad_out[((b * c + ch) * ho + oy) * wo..][..wo];
-                    let plane = &src[ch * plane_in..(ch + 1) * plane_in];
-                    if want_input {
-                        scatter_row(&mut gi[ch * plane_in..(ch + 1) * plane_in], go, taps);
-                    }
-                    if want_grid {
-                        grid_grad_row(acc, plane, go, taps);
-                    }
+                let go = &grad_out[(b * c * ho + oy) * wo..];
+                let rows = BwdRow {
+                    c,
+                    w,
+                    plane_in,
+                    plane_out: ho * wo,
+                };
+                match (want_input, grid_grad) {
+                    (true, true) => rows.run::<T, true, true>(gi, acc, src, go, taps),
+                    (true, false) => rows.run::<T, true, false>(gi, acc, src, go, taps),
+                    (false, true) => rows.run::<T, false, true>(gi, acc, src, go, taps),
+                    (false, false) => acc.iter_mut().for_each(|a| *a = zero),
                 }
                 if want_grid {
                     // SAFETY: grid-gradient row (b, oy) belongs to this task.
                     let gg = unsafe { gg_ptr.slice(row * 2, wo * 2) };
-                    for ((dst, a), t) in gg
-                        .chunks_exact_mut(2)
-                        .zip(acc.chunks_exact(2))
-                        .zip(taps.iter())
+                    for (i, (dst, a)) in gg.chunks_exact_mut(2).zip(acc.chunks_exact(2)).enumerate()
                     {
-                        dst[0] = a[0] * t.mx;
-                        dst[1] = a[1] * t.my;
+                        dst[0] = a[0] * taps.mx[i];
+                        dst[1] = a[1] * taps.my[i];
                     }
                 }
             }
@@ -404,50 +474,75 @@ pub(crate) fn grid_sample_bwd<T: Real>(
                 }
             });
     }
-    res
+    // SAFETY: when wanted, every (b, oy) grid-gradient row was written.
+    (gi_all, unsafe { gg_all.assume_init() })
 }
 
-#[inline(always)]
-fn scatter_row<T: Real>(gi: &mut [T], go: &[T], taps: &[Tap<T>]) {
-    for (&g, t) in go.iter().zip(taps) {
-        if t.valid == ALL {
-            gi[t.off[0]] += t.w[0] * g;
-            gi[t.off[1]] += t.w[1] * g;
-            gi[t.off[2]] += t.w[2] * g;
-            gi[t.off[3]] += t.w[3] * g;
-        } else {
-            for k in 0..4 {
-                if t.valid & (1 << k) != 0 {
-                    gi[t.off[k]] += t.w[k] * g;
+/// Sizes for [`BwdRow::run`].
+struct BwdRow {
+    c: usize,
+    w: usize,
+    plane_in: usize,
+    plane_out: usize,
+}
+
+impl BwdRow {
+    /// One output row of the backward pass over all channels: scatters
+    /// grad_out into the input gradient planes `gi` (`GI`) and sets `acc` to
+    /// d(out)/d(pixel x, pixel y) · grad_out summed over channels (`GG`).
+    /// Channels are the inner loop, so a sample's geometry is loaded once and
+    /// the scatters into different planes overlap.
+    #[inline(always)]
+    fn run<T: Real, const GI: bool, const GG: bool>(
+        &self,
+        gi: &mut [T],
+        acc: &mut [T],
+        src: &[T],
+        go: &[T],
+        t: &RowTaps<T>,
+    ) {
+        let BwdRow {
+            c,
+            w,
+            plane_in,
+            plane_out,
+        } = *self;
+        let zero = T::from_f64(0.0);
+        for (i, a) in acc.chunks_exact_mut(2).enumerate() {
+            let (mut ax, mut ay) = (zero, zero);
+            for ch in 0..c {
+                let g = go[ch * plane_out + i];
+                if GG {
+                    let v = corners(&src[ch * plane_in..], w, t, i);
+                    ax += g * (t.wy0[i] * (v[1] - v[0]) + t.wy1[i] * (v[3] - v[2]));
+                    ay += g * (t.wx0[i] * (v[2] - v[0]) + t.wx1[i] * (v[3] - v[1]));
+                }
+                if GI {
+                    let plane = &mut gi[ch * plane_in..(ch + 1) * plane_in];
+                    let base = t.base[i] as isize;
+                    if t.valid[i] == ALL {
+                        let b = base as usize;
+                        debug_assert!(b + w + 1 < plane.len());
+                        // SAFETY: as in `corners`, the whole cell lies in the plane.
+                        unsafe {
+                            *plane.get_unchecked_mut(b) += t.w[0][i] * g;
+                            *plane.get_unchecked_mut(b + 1) += t.w[1][i] * g;
+                            *plane.get_unchecked_mut(b + w) += t.w[2][i] * g;
+                            *plane.get_unchecked_mut(b + w + 1) += t.w[3][i] * g;
+                        }
+                    } else {
+                        let delta = [0, 1, w as isize, w as isize + 1];
+                        for k in 0..4 {
+                            if t.valid[i] & (1 << k) != 0 {
+                                plane[(base + delta[k]) as usize] += t.w[k][i] * g;
+                            }
+                        }
+                    }
                 }
             }
+            a[0] = ax;
+            a[1] = ay;
         }
-    }
-}
-
-/// Accumulates d(out)/d(pixel x, pixel y) · grad_out of one channel row.
-#[inline(always)]
-fn grid_grad_row<T: Real>(acc: &mut [T], plane: &[T], go: &[T], taps: &[Tap<T>]) {
-    let zero = T::from_f64(0.0);
-    for ((a, &g), t) in acc.chunks_exact_mut(2).zip(go).zip(taps) {
-        let v = if t.valid == ALL {
-            [
-                plane[t.off[0]],
-                plane[t.off[1]],
-                plane[t.off[2]],
-                plane[t.off[3]],
-            ]
-        } else {
-            let mut v = [zero; 4];
-            for (k, vk) in v.iter_mut().enumerate() {
-                if t.valid & (1 << k) != 0 {
-                    *vk = plane[t.off[k]];
-                }
-            }
-            v
-        };
-        a[0] += g * (t.wy[0] * (v[1] - v[0]) + t.wy[1] * (v[3] - v[2]));
-        a[1] += g * (t.wx[0] * (v[2] - v[0]) + t.wx[1] * (v[3] - v[1]));
     }
 }
 
