@@ -60,7 +60,7 @@ fn synth_then_extract_reads_every_frame_of_every_track() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(count_files(&corpus.join("videos"), "mp4"), 2);
-    assert_eq!(count_files(&corpus.join("probes/images"), "pts"), 4);
+    assert_eq!(count_files(&corpus.join("probes"), "pts"), 4);
 
     let frames = d.path().join("frames");
     let o = fabnet(&[

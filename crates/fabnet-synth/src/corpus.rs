@@ -9,11 +9,17 @@
 //! videos/id00000/clip000.mp4          H.264, size×size, fps frames per second
 //! tracks/id00000/clip000/00001.txt    VoxCeleb2 track file (IDENTITY/VIDEO/TRACK); Reference = clip000
 //! truth/id00000/clip000.csv           per-frame landmarks, visibility, pose, AUs, face box
-//! probes/images/id00040_000.png       probe images, with id00040_000.pts beside each
-//! probes/list_landmarks_align_celeba.txt, probes/training.txt, probes/testing.txt
-//! probes/pose.csv, probes/au.csv, probes/visibility.csv
+//! probes/train/id00040_000.png        probe-train images, with id00040_000.pts beside each
+//! probes/test/id00050_000.png         probe-test images, likewise
+//! probes/list_landmarks_align_celeba.txt   all probe images (MAFL 5 points)
+//! probes/training.txt, probes/testing.txt  MAFL-style split lists
+//! probes/pose.csv, probes/au.csv, probes/au_intensity.csv, probes/visibility.csv
 //! summary.json
 //! ```
+//! Probe image names in every list and CSV are paths relative to `probes/`
+//! (`train/id00040_000.png`), so the CSV readers resolve them from the CSV's folder, MAFL
+//! readers take `probes/` as the image folder, and 300-W readers scan `probes/train` and
+//! `probes/test` for `.pts` files with the image beside them.
 //! Identities are numbered globally: `id00000 …` are the training identities, then the
 //! probe-train identities, then the probe-test identities, so the three sets are disjoint.
 
@@ -329,10 +335,10 @@ pub fn render_corpus(
         .collect();
 
     let probe_dir = out_dir.join("probes");
-    let img_dir = probe_dir.join("images");
     let mut probe_rows: Vec<(String, FrameTruth, bool)> = Vec::new();
     if n_ptrain + n_ptest > 0 {
-        mkdir(&img_dir)?;
+        mkdir(&probe_dir.join("train"))?;
+        mkdir(&probe_dir.join("test"))?;
         tracing::info!(
             identities = n_ptrain + n_ptest,
             per_identity = cfg.probe_images_per_identity,
@@ -353,10 +359,11 @@ pub fn render_corpus(
                     );
                     let fp = probe_frame(&mut r);
                     let (img, truth) = renderer.render(&head, &fp);
-                    let name = format!("{}_{k:03}", identity_name(i));
-                    write_png(&img_dir.join(format!("{name}.png")), &img)?;
+                    let split = if is_train { "train" } else { "test" };
+                    let name = format!("{split}/{}_{k:03}", identity_name(i));
+                    write_png(&probe_dir.join(format!("{name}.png")), &img)?;
                     write_atomic(
-                        &img_dir.join(format!("{name}.pts")),
+                        &probe_dir.join(format!("{name}.pts")),
                         formats::pts_file(&truth.landmarks).as_bytes(),
                     )?;
                     rows.push((format!("{name}.png"), truth, is_train));
@@ -386,6 +393,10 @@ pub fn render_corpus(
             formats::pose_csv(&all).as_bytes(),
         )?;
         write_atomic(&probe_dir.join("au.csv"), formats::au_csv(&all).as_bytes())?;
+        write_atomic(
+            &probe_dir.join("au_intensity.csv"),
+            formats::au_intensity_csv(&all).as_bytes(),
+        )?;
         write_atomic(
             &probe_dir.join("visibility.csv"),
             formats::visibility_csv(&all).as_bytes(),

@@ -13,11 +13,13 @@
 //!   rightmouth_x rightmouth_y`, then `image x1 y1 … x5 y5` per image; coordinates are
 //!   0-based pixels (the centre of the top-left pixel is (0, 0)) with two decimals.
 //!   "Left" means the image left (the subject's right), as in CelebA.
-//! - Pose CSV (AFLW-like): `image,face_x,face_y,face_w,face_h,roll,pitch,yaw`; the face box
-//!   in continuous pixels (top-left corner of the image at (0, 0)), angles in degrees with
-//!   the sign convention of [`crate::Pose`].
-//! - AU CSV (EmotioNet-like): `image`, then `AU01 … AU45` as 0/1 (intensity ≥ 0.5), then
-//!   `AU01_intensity … AU45_intensity` in [0, 1]; no unknowns (EmotioNet's 999) occur.
+//! - Pose CSV (AFLW-like): `image,x,y,w,h,roll,pitch,yaw`; the face box `x,y,w,h` in pixels
+//!   (columns `x..x+w`, rows `y..y+h`, two decimals), angles in degrees with the sign
+//!   convention of [`crate::Pose`].
+//! - AU CSV (EmotioNet-like): `image,AU01,…,AU45` with 0/1 per AU (1 = intensity ≥ 0.5);
+//!   no unknowns (EmotioNet's 999) occur. The intensities themselves, in [0, 1], are in a
+//!   second CSV with the same header and rows.
+//! - Image fields are paths relative to the folder of the CSV or list.
 
 use std::fmt::Write;
 
@@ -83,7 +85,7 @@ pub fn celeba_landmarks(rows: &[(String, &FrameTruth)]) -> String {
 
 /// The pose CSV for `(image name, truth)` rows.
 pub fn pose_csv(rows: &[(String, &FrameTruth)]) -> String {
-    let mut s = String::from("image,face_x,face_y,face_w,face_h,roll,pitch,yaw\n");
+    let mut s = String::from("image,x,y,w,h,roll,pitch,yaw\n");
     for (name, t) in rows {
         let b = t.face_box;
         let p = t.pose;
@@ -96,23 +98,27 @@ pub fn pose_csv(rows: &[(String, &FrameTruth)]) -> String {
     s
 }
 
-/// The AU CSV for `(image name, truth)` rows.
+/// The binary AU CSV for `(image name, truth)` rows: 1 where the intensity is at least 0.5.
 pub fn au_csv(rows: &[(String, &FrameTruth)]) -> String {
+    au_table(rows, |a| if a >= 0.5 { "1".into() } else { "0".into() })
+}
+
+/// The AU intensity CSV for `(image name, truth)` rows: intensities in [0, 1].
+pub fn au_intensity_csv(rows: &[(String, &FrameTruth)]) -> String {
+    au_table(rows, |a| format!("{a:.4}"))
+}
+
+fn au_table(rows: &[(String, &FrameTruth)], cell: impl Fn(f32) -> String) -> String {
     let mut s = String::from("image");
     for n in AU_NUMBERS {
         let _ = write!(s, ",AU{n:02}");
-    }
-    for n in AU_NUMBERS {
-        let _ = write!(s, ",AU{n:02}_intensity");
     }
     s.push('\n');
     for (name, t) in rows {
         s.push_str(name);
         for a in t.expression.au {
-            s.push_str(if a >= 0.5 { ",1" } else { ",0" });
-        }
-        for a in t.expression.au {
-            let _ = write!(s, ",{a:.4}");
+            s.push(',');
+            s.push_str(&cell(a));
         }
         s.push('\n');
     }

@@ -111,7 +111,7 @@ fn layout_formats_and_splits() {
     let test = std::fs::read_to_string(d.path().join("probes/testing.txt")).unwrap();
     let idset = |s: &str| {
         s.lines()
-            .map(|l| l[..7].to_string())
+            .map(|l| l.split('/').nth(1).unwrap()[..7].to_string())
             .collect::<BTreeSet<_>>()
     };
     let (tr, te) = (idset(&train), idset(&test));
@@ -133,36 +133,34 @@ fn layout_formats_and_splits() {
     assert_eq!(cl[2].split(' ').count(), 11);
 
     let first = train.lines().next().unwrap();
-    let pts = std::fs::read_to_string(
-        d.path()
-            .join("probes/images")
-            .join(first.replace(".png", ".pts")),
-    )
-    .unwrap();
+    assert!(first.starts_with("train/"));
+    assert!(test.lines().all(|l| l.starts_with("test/")));
+    let pts = std::fs::read_to_string(d.path().join("probes").join(first.replace(".png", ".pts")))
+        .unwrap();
     let pl: Vec<&str> = pts.lines().collect();
     assert_eq!(&pl[..3], &["version: 1", "n_points:  68", "{"]);
     assert_eq!(pl.len(), 3 + 68 + 1);
-    let img = image::open(d.path().join("probes/images").join(first)).unwrap();
+    let img = image::open(d.path().join("probes").join(first)).unwrap();
     assert_eq!(img.width(), 64);
 
     let au = std::fs::read_to_string(d.path().join("probes/au.csv")).unwrap();
+    let inten = std::fs::read_to_string(d.path().join("probes/au_intensity.csv")).unwrap();
     let header: Vec<&str> = au.lines().next().unwrap().split(',').collect();
-    assert_eq!(header.len(), 1 + 18);
+    assert_eq!(header.len(), 1 + 9);
     assert_eq!(header[1], "AU01");
-    assert_eq!(header[10], "AU01_intensity");
-    for row in au.lines().skip(1) {
+    assert_eq!(au.lines().next(), inten.lines().next());
+    for (row, irow) in au.lines().skip(1).zip(inten.lines().skip(1)) {
         let f: Vec<&str> = row.split(',').collect();
-        for k in 0..9 {
-            let bin: u8 = f[1 + k].parse().unwrap();
-            let inten: f32 = f[10 + k].parse().unwrap();
+        let g: Vec<&str> = irow.split(',').collect();
+        assert_eq!(f[0], g[0]);
+        for k in 1..10 {
+            let bin: u8 = f[k].parse().unwrap();
+            let inten: f32 = g[k].parse().unwrap();
             assert_eq!(bin == 1, inten >= 0.5, "AU column {k} of {row}");
         }
     }
     let pose = std::fs::read_to_string(d.path().join("probes/pose.csv")).unwrap();
-    assert_eq!(
-        pose.lines().next().unwrap(),
-        "image,face_x,face_y,face_w,face_h,roll,pitch,yaw"
-    );
+    assert_eq!(pose.lines().next().unwrap(), "image,x,y,w,h,roll,pitch,yaw");
     assert_eq!(pose.lines().count(), 10);
 }
 
