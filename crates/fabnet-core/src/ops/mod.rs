@@ -12,6 +12,8 @@
 //! kernels in `kernels/warp.cu`. [`reference`] holds slow versions built only
 //! from candle primitives, against which the fast ops are tested.
 
+#[cfg(feature = "cuda")]
+mod cuda;
 mod grid_sample;
 mod kernel;
 pub mod reference;
