@@ -6,7 +6,7 @@
 //! clip), `FABNET_BENCH_REPS` the repetitions (default 3; the best time counts).
 //!
 //! Both sides crop the same fixed square (the track box of a one-track file), scale it to
-//! 256x256 and write high-quality JPEGs (ours: quality 95; ffmpeg: `-q:v 2`), using all cores.
+//! 256x256 and write high-quality JPEGs (both FFmpeg's mjpeg at `-q:v 2`), using all cores.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

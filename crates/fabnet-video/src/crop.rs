@@ -188,11 +188,11 @@ pub fn resample(
         let src = &frame.data[r * src_row..(r + 1) * src_row];
         for (taps, px) in cols.iter().zip(dst.chunks_exact_mut(3)) {
             let mut acc = [0f32; 3];
-            for (k, &w) in taps.weights.iter().enumerate() {
-                let s = (taps.first + k) * 3;
-                acc[0] += w * f32::from(src[s]);
-                acc[1] += w * f32::from(src[s + 1]);
-                acc[2] += w * f32::from(src[s + 2]);
+            let span = &src[taps.first * 3..(taps.first + taps.weights.len()) * 3];
+            for (&w, s) in taps.weights.iter().zip(span.chunks_exact(3)) {
+                acc[0] += w * f32::from(s[0]);
+                acc[1] += w * f32::from(s[1]);
+                acc[2] += w * f32::from(s[2]);
             }
             px.copy_from_slice(&acc);
         }
@@ -203,8 +203,13 @@ pub fn resample(
     let mut acc = vec![0f32; ow * 3];
     for (taps, dst) in rows.iter().zip(out_buf.chunks_exact_mut(ow * 3)) {
         acc.iter_mut().for_each(|a| *a = 0.0);
-        for (k, &w) in taps.weights.iter().enumerate() {
-            let row = &tmp[(taps.first + k - r0) * ow * 3..(taps.first + k - r0 + 1) * ow * 3];
+        if taps.weights.is_empty() {
+            // Output row entirely in the padding: stays black.
+            continue;
+        }
+        let span =
+            &tmp[(taps.first - r0) * ow * 3..(taps.first - r0 + taps.weights.len()) * ow * 3];
+        for (&w, row) in taps.weights.iter().zip(span.chunks_exact(ow * 3)) {
             for (a, &v) in acc.iter_mut().zip(row) {
                 *a += w * v;
             }
@@ -274,6 +279,31 @@ mod tests {
             } else {
                 assert_eq!(v, 255, "column {x}");
             }
+        }
+
+        // The same vertically: the top half of the output lies above the frame.
+        let above = Window {
+            x: 0.0,
+            y: -8.0,
+            w: 8.0,
+            h: 16.0,
+        };
+        let out = resample(&frame, &above, 8, 16, Filter::Triangle);
+        for y in 0..16 {
+            let v = out.get_pixel(4, y).0[1];
+            assert_eq!(v, if y < 8 { 0 } else { 255 }, "row {y}");
+        }
+        // And below it, where the first source row read is not row 0.
+        let below = Window {
+            x: 0.0,
+            y: 4.0,
+            w: 8.0,
+            h: 8.0,
+        };
+        let out = resample(&frame, &below, 8, 8, Filter::Triangle);
+        for y in 0..8 {
+            let v = out.get_pixel(4, y).0[1];
+            assert_eq!(v, if y < 4 { 255 } else { 0 }, "row {y}");
         }
     }
 

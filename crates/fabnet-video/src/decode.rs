@@ -194,6 +194,13 @@ pub struct DecodeOptions {
     pub threads: usize,
 }
 
+/// A swscale context owned by one decoder.
+struct OwnedScaler(Scaler);
+
+// SAFETY: an SwsContext has no thread affinity; it must only not be used from two threads at
+// once, which exclusive ownership by one `VideoDecoder` (used through `&mut self`) guarantees.
+unsafe impl Send for OwnedScaler {}
+
 static FFMPEG_INIT: Once = Once::new();
 
 /// Initialises FFmpeg once per process and routes its log to `tracing`.
@@ -214,7 +221,7 @@ pub struct VideoDecoder {
     time_base: f64,
     start_pts: i64,
     info: VideoInfo,
-    scaler: Option<(Scaler, Pixel, u32, u32)>,
+    scaler: Option<(OwnedScaler, Pixel, u32, u32)>,
     raw: ffmpeg::frame::Video,
     rgb: ffmpeg::frame::Video,
     next_index: u64,
@@ -505,8 +512,10 @@ impl VideoDecoder {
             Some(scaler) => scaler,
             // Same size in and out: only the colour conversion runs.
             None => (
-                Scaler::get(format, cw, ch, Pixel::RGB24, cw, ch, ScalerFlags::BILINEAR)
-                    .map_err(convert_err)?,
+                OwnedScaler(
+                    Scaler::get(format, cw, ch, Pixel::RGB24, cw, ch, ScalerFlags::BILINEAR)
+                        .map_err(convert_err)?,
+                ),
                 format,
                 cw,
                 ch,
@@ -515,8 +524,9 @@ impl VideoDecoder {
         if self.rgb.width() != cw || self.rgb.height() != ch || self.rgb.format() != Pixel::RGB24 {
             self.rgb = ffmpeg::frame::Video::new(Pixel::RGB24, cw, ch);
         }
+        let context = &mut scaler.0 .0;
         let ran = match cut {
-            None => scaler.0.run(&self.raw, &mut self.rgb),
+            None => context.run(&self.raw, &mut self.rgb),
             Some(((sx, sy), region)) => {
                 // SAFETY: `raw` holds a decoded planar frame of `format` whose planes 0..3 are
                 // valid for its linesizes; the region lies inside the frame and its left/top are
@@ -536,7 +546,7 @@ impl VideoDecoder {
                     }
                     let dst = &*self.rgb.as_mut_ptr();
                     ffmpeg::ffi::sws_scale(
-                        scaler.0.as_mut_ptr(),
+                        context.as_mut_ptr(),
                         planes.as_ptr(),
                         strides.as_ptr(),
                         0,

@@ -88,10 +88,10 @@ pub enum Sampling {
 /// Output image format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
-    /// Baseline JPEG with the given quality (1–100).
+    /// Baseline JPEG from FFmpeg's mjpeg encoder.
     Jpeg {
-        /// Quality 1–100.
-        quality: u8,
+        /// Quantiser scale as FFmpeg's `-q:v`: 2 (best) to 31 (worst).
+        qscale: u8,
     },
     /// Lossless PNG.
     Png,
@@ -133,7 +133,7 @@ pub struct ExtractConfig {
 
 impl ExtractConfig {
     /// The defaults: 256 px, scale 1, triangle filter, detected unit, no offset, every frame,
-    /// JPEG quality 95.
+    /// JPEG at qscale 2 (FFmpeg's best).
     pub fn new(out_dir: impl Into<PathBuf>) -> Self {
         Self {
             out_dir: out_dir.into(),
@@ -143,7 +143,7 @@ impl ExtractConfig {
             unit: UnitChoice::Auto,
             frame_offset: 0,
             sampling: Sampling::All,
-            format: ImageFormat::Jpeg { quality: 95 },
+            format: ImageFormat::Jpeg { qscale: 2 },
             decode: DecodeOptions::default(),
         }
     }
@@ -534,27 +534,29 @@ fn extract_video_with(
         }
     };
     let batch_len = rayon::current_num_threads().max(2) * 2;
-    let mut batch: Vec<(Arc<Frame>, Vec<Planned>)> = Vec::new();
     let result = (|| -> Result<(), ExtractError> {
-        loop {
-            if state.cancelled() {
-                return Err(ExtractError::Cancelled {
-                    path: job.video.clone(),
-                });
-            }
-            let frame = decoder.next_region(&mut |i| {
-                if !whole_frames.is_empty() && whole_frame_wanted(i) {
-                    return Some(Region::full(info.width, info.height));
+        // Decodes the next `batch_len` wanted frames into `batch`; true at the end of the video.
+        let mut fill = |batch: &mut Vec<(Arc<Frame>, Vec<Planned>)>| -> Result<bool, ExtractError> {
+            while batch.len() < batch_len {
+                if state.cancelled() {
+                    return Err(ExtractError::Cancelled {
+                        path: job.video.clone(),
+                    });
                 }
-                wanted.get(&i).and_then(|plans| {
-                    plans
-                        .iter()
-                        .map(|p| footprint(&p.window, config.size, config.size, config.filter))
-                        .reduce(Region::union)
-                })
-            })?;
-            let at_end = frame.is_none();
-            if let Some(frame) = frame {
+                let frame = decoder.next_region(&mut |i| {
+                    if !whole_frames.is_empty() && whole_frame_wanted(i) {
+                        return Some(Region::full(info.width, info.height));
+                    }
+                    wanted.get(&i).and_then(|plans| {
+                        plans
+                            .iter()
+                            .map(|p| footprint(&p.window, config.size, config.size, config.filter))
+                            .reduce(Region::union)
+                    })
+                })?;
+                let Some(frame) = frame else {
+                    return Ok(true);
+                };
                 let mut plans = wanted.remove(&frame.index).unwrap_or_default();
                 for &slot in &whole_frames {
                     plans.push(Planned {
@@ -566,21 +568,39 @@ fn extract_video_with(
                 }
                 batch.push((Arc::new(frame), plans));
             }
-            if batch.len() >= batch_len || at_end {
-                let last_index = batch.last().map(|(f, _)| f.index);
-                write_batch(&mut batch, &mut pending, config, state)?;
-                // Tracks whose last frame has been written are complete.
-                if let Some(li) = last_index {
-                    for p in pending.iter_mut() {
-                        if !p.done && p.last.is_some_and(|l| l <= li) {
-                            finish_track(p, &mut outcome, state)?;
-                        }
+            Ok(false)
+        };
+        let mut ready = Vec::new();
+        let mut at_end = fill(&mut ready)?;
+        loop {
+            prepare_dirs(&ready, &mut pending)?;
+            let dirs: Vec<PathBuf> = pending.iter().map(|p| p.temp_dir.clone()).collect();
+            // Encode this batch while the decoder works on the next one.
+            let mut next = Vec::new();
+            let (written, decoded) = rayon::join(
+                || encode_batch(&ready, &dirs, config),
+                || if at_end { Ok(true) } else { fill(&mut next) },
+            );
+            written?;
+            if state.cancelled() {
+                return Err(ExtractError::Cancelled {
+                    path: job.video.clone(),
+                });
+            }
+            record_batch(&ready, &mut pending, config, state);
+            // Tracks whose last frame has been written are complete.
+            if let Some(li) = ready.last().map(|(f, _)| f.index) {
+                for p in pending.iter_mut() {
+                    if !p.done && p.last.is_some_and(|l| l <= li) {
+                        finish_track(p, &mut outcome, state)?;
                     }
                 }
             }
             if at_end {
                 return Ok(());
             }
+            at_end = decoded?;
+            ready = next;
         }
     })();
     if let Err(err) = result {
@@ -627,73 +647,89 @@ fn extract_video_with(
     Ok(outcome)
 }
 
-/// Resamples, encodes and writes a batch of frames in parallel, then records them in the
-/// manifests in frame order.
-fn write_batch(
-    batch: &mut Vec<(Arc<Frame>, Vec<Planned>)>,
+/// Creates the partial folders of the tracks that `batch` writes to.
+fn prepare_dirs(
+    batch: &[(Arc<Frame>, Vec<Planned>)],
     pending: &mut [Pending],
-    config: &ExtractConfig,
-    state: &RunState<'_>,
 ) -> Result<(), ExtractError> {
-    for (_, plans) in batch.iter() {
-        for plan in plans {
-            let p = &mut pending[plan.track];
-            if !p.created {
-                std::fs::create_dir_all(&p.temp_dir).map_err(io_err(&p.temp_dir))?;
-                p.created = true;
-            }
+    for plan in batch.iter().flat_map(|(_, plans)| plans) {
+        let p = &mut pending[plan.track];
+        if !p.created {
+            std::fs::create_dir_all(&p.temp_dir).map_err(io_err(&p.temp_dir))?;
+            p.created = true;
         }
     }
-    let dirs: Vec<&Path> = pending.iter().map(|p| p.temp_dir.as_path()).collect();
-    let work: Vec<(&Arc<Frame>, &Planned, PathBuf)> = batch
-        .iter()
-        .flat_map(|(frame, plans)| {
-            let dirs = &dirs;
-            plans.iter().map(move |plan| {
-                let file = format!("frame{:06}.{}", frame.index, config.format.extension());
-                (frame, plan, dirs[plan.track].join(file))
-            })
-        })
-        .collect();
-    work.par_iter().try_for_each(|(frame, plan, path)| {
-        let img = resample(frame, &plan.window, config.size, config.size, config.filter);
-        save_image(&img, path, config.format)
-    })?;
-    let n = work.len() as u64;
-    for (frame, plan, path) in work {
-        let file = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        pending[plan.track].manifest.frames.push(ManifestFrame {
-            file,
-            video_frame: frame.index,
-            time_s: frame.time_s,
-            track_frame: plan.track_frame,
-            track_box: plan.track_box,
-            window: plan.window,
-        });
-    }
-    state.frames.inc(n);
-    batch.clear();
     Ok(())
 }
 
-fn save_image(img: &image::RgbImage, path: &Path, format: ImageFormat) -> Result<(), ExtractError> {
-    let file = std::fs::File::create(path).map_err(io_err(path))?;
-    let mut w = std::io::BufWriter::new(file);
-    let encoded = match format {
-        ImageFormat::Jpeg { quality } => {
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, quality.clamp(1, 100))
-                .encode_image(img)
+/// The image file name of video frame `index`.
+fn frame_file(index: u64, format: ImageFormat) -> String {
+    format!("frame{index:06}.{}", format.extension())
+}
+
+/// Resamples, encodes and writes a batch of frames in parallel into the tracks' `dirs`.
+fn encode_batch(
+    batch: &[(Arc<Frame>, Vec<Planned>)],
+    dirs: &[PathBuf],
+    config: &ExtractConfig,
+) -> Result<(), ExtractError> {
+    let work: Vec<(&Arc<Frame>, &Planned)> = batch
+        .iter()
+        .flat_map(|(frame, plans)| plans.iter().map(move |plan| (frame, plan)))
+        .collect();
+    work.par_iter().try_for_each(|(frame, plan)| {
+        let img = resample(frame, &plan.window, config.size, config.size, config.filter);
+        let path = dirs[plan.track].join(frame_file(frame.index, config.format));
+        save_image(&img, &path, config.format)
+    })
+}
+
+/// Records a written batch in the tracks' manifests, in frame order.
+fn record_batch(
+    batch: &[(Arc<Frame>, Vec<Planned>)],
+    pending: &mut [Pending],
+    config: &ExtractConfig,
+    state: &RunState<'_>,
+) {
+    let mut n = 0;
+    for (frame, plans) in batch {
+        for plan in plans {
+            pending[plan.track].manifest.frames.push(ManifestFrame {
+                file: frame_file(frame.index, config.format),
+                video_frame: frame.index,
+                time_s: frame.time_s,
+                track_frame: plan.track_frame,
+                track_box: plan.track_box,
+                window: plan.window,
+            });
+            n += 1;
         }
-        ImageFormat::Png => img.write_to(&mut w, image::ImageFormat::Png),
+    }
+    state.frames.inc(n);
+}
+
+fn save_image(img: &image::RgbImage, path: &Path, format: ImageFormat) -> Result<(), ExtractError> {
+    let bytes = match format {
+        ImageFormat::Jpeg { qscale } => {
+            crate::jpeg::encode_jpeg(img, qscale).map_err(|e| ExtractError::Encode {
+                path: path.to_path_buf(),
+                source: image::ImageError::Encoding(image::error::EncodingError::new(
+                    image::ImageFormat::Jpeg.into(),
+                    e,
+                )),
+            })?
+        }
+        ImageFormat::Png => {
+            let mut buf = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut buf, image::ImageFormat::Png)
+                .map_err(|source| ExtractError::Encode {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            buf.into_inner()
+        }
     };
-    encoded.map_err(|source| ExtractError::Encode {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    std::io::Write::flush(&mut w).map_err(io_err(path))
+    std::fs::write(path, bytes).map_err(io_err(path))
 }
 
 /// Writes the manifest into the partial folder and renames it to the final track folder.

@@ -10,6 +10,7 @@ pub mod crop;
 pub mod decode;
 pub mod encode;
 pub mod extract;
+pub mod jpeg;
 pub mod layout;
 pub mod track;
 

@@ -56,9 +56,9 @@ pub struct ExtractArgs {
     /// Output image format.
     #[arg(long, value_enum, default_value_t = FormatArg::Jpg)]
     format: FormatArg,
-    /// JPEG quality, 1 to 100.
-    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
-    quality: u8,
+    /// JPEG quantiser scale as ffmpeg's -q:v: 2 (best) to 31 (worst).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=31))]
+    qscale: u8,
     /// Worker threads (videos in parallel, frames encoded in parallel); 0 = all cores.
     #[arg(long, default_value_t = 0)]
     jobs: usize,
@@ -135,7 +135,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
     };
     config.format = match args.format {
         FormatArg::Jpg => ImageFormat::Jpeg {
-            quality: args.quality,
+            qscale: args.qscale,
         },
         FormatArg::Png => ImageFormat::Png,
     };
