@@ -3,6 +3,7 @@
 //! full resolution, ending in tanh. The flow decoder has 2 output channels,
 //! the mask (confidence) decoder 1.
 
+use super::act::leaky_relu;
 use super::config::ModelConfig;
 use super::layers::{Activation, ConvBlock};
 use crate::ops::upsample_bilinear2d;
@@ -52,7 +53,7 @@ impl Decoder {
     /// Maps `(N, 2E, 1, 1)` codes to `(N, out_channels, S, S)` in (-1, 1).
     /// One call is one BatchNorm batch.
     pub fn forward_t(&self, z: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = z.relu()?;
+        let mut h = leaky_relu(z, 0.0)?;
         for block in &self.blocks {
             let (_, _, height, width) = h.dims4()?;
             h = upsample_bilinear2d(&h, 2 * height, 2 * width, self.align_corners)?;
