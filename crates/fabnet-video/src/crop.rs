@@ -174,48 +174,47 @@ pub fn resample(
     let (left, top) = (f64::from(frame.left), f64::from(frame.top));
     let cols = axis_taps(window.x - left, window.w, out_w, frame.width, filter);
     let rows = axis_taps(window.y - top, window.h, out_h, frame.height, filter);
-    let used = rows.iter().filter(|t| !t.weights.is_empty());
-    let Some(r0) = used.clone().map(|t| t.first).min() else {
+    let used = cols.iter().filter(|t| !t.weights.is_empty());
+    let Some(c0) = used.clone().map(|t| t.first).min() else {
         return out;
     };
-    let r1 = used.map(|t| t.first + t.weights.len()).max().unwrap_or(r0);
-    let ow = out_w as usize;
+    let c1 = used.map(|t| t.first + t.weights.len()).max().unwrap_or(c0);
+    let span_w = (c1 - c0) * 3;
     let src_row = frame.width as usize * 3;
 
-    // Horizontal pass over the source rows the vertical taps touch.
-    let mut tmp = vec![0f32; (r1 - r0) * ow * 3];
-    for (r, dst) in (r0..r1).zip(tmp.chunks_exact_mut(ow * 3)) {
-        let src = &frame.data[r * src_row..(r + 1) * src_row];
-        for (taps, px) in cols.iter().zip(dst.chunks_exact_mut(3)) {
-            let mut acc = [0f32; 3];
-            let span = &src[taps.first * 3..(taps.first + taps.weights.len()) * 3];
-            for (&w, s) in taps.weights.iter().zip(span.chunks_exact(3)) {
-                acc[0] += w * f32::from(s[0]);
-                acc[1] += w * f32::from(s[1]);
-                acc[2] += w * f32::from(s[2]);
+    // Vertical pass first, over the columns the horizontal taps touch: it runs on contiguous
+    // rows (vectorised), and leaves the scalar horizontal pass only `out_h` rows to do.
+    let mut tmp = vec![0f32; out_h as usize * span_w];
+    for (taps, acc) in rows.iter().zip(tmp.chunks_exact_mut(span_w)) {
+        for (k, &w) in taps.weights.iter().enumerate() {
+            let r = taps.first + k;
+            let src = &frame.data[r * src_row + c0 * 3..r * src_row + c1 * 3];
+            for (a, &v) in acc.iter_mut().zip(src) {
+                *a += w * f32::from(v);
             }
-            px.copy_from_slice(&acc);
         }
     }
 
-    // Vertical pass into the output.
+    // Horizontal pass into the output; rows or columns with no taps stay black (padding).
     let out_buf: &mut [u8] = &mut out;
-    let mut acc = vec![0f32; ow * 3];
-    for (taps, dst) in rows.iter().zip(out_buf.chunks_exact_mut(ow * 3)) {
-        acc.iter_mut().for_each(|a| *a = 0.0);
-        if taps.weights.is_empty() {
-            // Output row entirely in the padding: stays black.
-            continue;
-        }
-        let span =
-            &tmp[(taps.first - r0) * ow * 3..(taps.first - r0 + taps.weights.len()) * ow * 3];
-        for (&w, row) in taps.weights.iter().zip(span.chunks_exact(ow * 3)) {
-            for (a, &v) in acc.iter_mut().zip(row) {
-                *a += w * v;
+    for (src, dst) in tmp
+        .chunks_exact(span_w)
+        .zip(out_buf.chunks_exact_mut(out_w as usize * 3))
+    {
+        for (taps, px) in cols.iter().zip(dst.chunks_exact_mut(3)) {
+            if taps.weights.is_empty() {
+                continue;
             }
-        }
-        for (d, &a) in dst.iter_mut().zip(&acc) {
-            *d = a.round().clamp(0.0, 255.0) as u8;
+            let mut acc = [0f32; 3];
+            let span = &src[(taps.first - c0) * 3..(taps.first - c0 + taps.weights.len()) * 3];
+            for (&w, s) in taps.weights.iter().zip(span.chunks_exact(3)) {
+                acc[0] += w * s[0];
+                acc[1] += w * s[1];
+                acc[2] += w * s[2];
+            }
+            for (d, a) in px.iter_mut().zip(acc) {
+                *d = a.round().clamp(0.0, 255.0) as u8;
+            }
         }
     }
     out

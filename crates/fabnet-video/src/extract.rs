@@ -533,7 +533,7 @@ fn extract_video_with(
             i == 0 || slot(i) != slot(i - 1)
         }
     };
-    let batch_len = rayon::current_num_threads().max(2) * 2;
+    let batch_len = rayon::current_num_threads().max(2) * 4;
     let result = (|| -> Result<(), ExtractError> {
         // Decodes the next `batch_len` wanted frames into `batch`; true at the end of the video.
         let mut fill = |batch: &mut Vec<(Arc<Frame>, Vec<Planned>)>| -> Result<bool, ExtractError> {
@@ -592,6 +592,11 @@ fn extract_video_with(
             if let Some(li) = ready.last().map(|(f, _)| f.index) {
                 for p in pending.iter_mut() {
                     if !p.done && p.last.is_some_and(|l| l <= li) {
+                        if state.cancelled() {
+                            return Err(ExtractError::Cancelled {
+                                path: job.video.clone(),
+                            });
+                        }
                         finish_track(p, &mut outcome, state)?;
                     }
                 }

@@ -397,3 +397,42 @@ fn subsampling_every_k_and_fps() {
         }
     }
 }
+
+/// Other containers and codecs (transcoded with the `ffmpeg` CLI when it has the encoder):
+/// every frame decodes, and the marker sits where it was drawn.
+#[test]
+fn webm_vp9_and_mov_hevc_decode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("marker.mkv");
+    write_marker_video(&source);
+    for (name, codec) in [("marker.webm", "libvpx-vp9"), ("marker.mov", "libx265")] {
+        let path = tmp.path().join(name);
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&source)
+            .args(["-c:v", codec, "-crf", "10"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !made {
+            eprintln!("skipping {name}: no ffmpeg CLI with {codec}");
+            continue;
+        }
+        let frames: Vec<_> = VideoDecoder::open(&path)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(frames.len(), FRAMES as usize, "{name}");
+        for f in frames.iter().step_by(7) {
+            let img = image::RgbImage::from_raw(f.width, f.height, f.data.clone()).unwrap();
+            let (x, y) = centroid(&img);
+            let (cx, cy) = marker_centre(f.index as u32);
+            // Pixel-index centroid of a square covering [c - 4, c + 4) is c - 0.5.
+            assert!(
+                (x - (cx as f64 - 0.5)).abs() < 0.5 && (y - (cy as f64 - 0.5)).abs() < 0.5,
+                "{name} frame {}: ({x:.2}, {y:.2}) vs ({cx}, {cy})",
+                f.index
+            );
+        }
+    }
+}
