@@ -52,7 +52,8 @@ __device__ __forceinline__ void axis_coord(T g, int size, int padding, int align
         x = x < T(0) ? T(0) : x;
         x = x > hi ? hi : x;
     }
-    if (!isfinite(g)) {
+    // Non-finite input, or a pixel coordinate that overflowed (zero padding).
+    if (!isfinite(g) || !isfinite(x)) {
         x = T(-4);
         d = T(0);
     }

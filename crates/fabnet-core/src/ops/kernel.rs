@@ -18,9 +18,9 @@ pub(crate) trait Real: WithDType {
     fn floor(self) -> Self;
     fn round_even(self) -> Self;
     fn finite(self) -> bool;
-    /// Saturating conversion toward zero (callers clamp to a small range first).
-    fn to_isize(self) -> isize;
-    fn from_isize(v: isize) -> Self;
+    /// Saturating conversion toward zero.
+    fn to_i32(self) -> i32;
+    fn from_i32(v: i32) -> Self;
 }
 
 macro_rules! impl_real {
@@ -39,11 +39,11 @@ macro_rules! impl_real {
                 <$t>::is_finite(self)
             }
             #[inline(always)]
-            fn to_isize(self) -> isize {
-                self as isize
+            fn to_i32(self) -> i32 {
+                self as i32
             }
             #[inline(always)]
-            fn from_isize(v: isize) -> Self {
+            fn from_i32(v: i32) -> Self {
                 v as $t
             }
         }
@@ -132,19 +132,6 @@ impl<T: Real> RowTaps<T> {
     }
 }
 
-/// Pixel coordinate of grid coordinate `g` along an axis of `size` pixels,
-/// exactly as PyTorch's `grid_sampler_unnormalize`.
-#[inline(always)]
-fn unnormalize<T: Real>(g: T, size: T, align_corners: bool) -> T {
-    let one = T::from_f64(1.0);
-    let half = T::from_f64(0.5);
-    if align_corners {
-        ((g + one) * half) * (size - one)
-    } else {
-        ((g + one) * size - one) * half
-    }
-}
-
 #[derive(Clone, Copy)]
 pub(crate) struct GsParams {
     pub mode: SampleMode,
@@ -152,36 +139,60 @@ pub(crate) struct GsParams {
     pub align_corners: bool,
 }
 
-/// Pixel coordinate along one axis after padding, and its derivative with
-/// respect to the grid coordinate. Non-finite input lands far outside the
-/// input with a zero derivative.
-#[inline(always)]
-fn axis_coord<T: Real>(g: T, size: usize, p: GsParams) -> (T, T) {
-    let zero = T::from_f64(0.0);
-    let s = T::from_f64(size as f64);
-    let hi = T::from_f64(size as f64 - 1.0);
-    let scale = if p.align_corners {
-        T::from_f64((size as f64 - 1.0) * 0.5)
-    } else {
-        T::from_f64(size as f64 * 0.5)
-    };
-    let x = unnormalize(g, s, p.align_corners);
-    let (x, d) = match p.padding {
-        PaddingMode::Zeros => (x, scale),
-        // PyTorch's clamp passes no gradient on the border itself either.
-        PaddingMode::Border => {
-            let inside = x > zero && x < hi;
-            let c = if x < zero { zero } else { x };
-            (
-                if c > hi { hi } else { c },
-                if inside { scale } else { zero },
-            )
+/// Maps grid coordinates to pixel coordinates along one axis, with padding,
+/// branch-free so that the loop over a row vectorises.
+#[derive(Clone, Copy)]
+struct AxisMap<T> {
+    /// Unnormalisation as ((g + 1) · m1 − c1) · m2, which reproduces
+    /// PyTorch's operation order (and rounding) for both alignments.
+    m1: T,
+    c1: T,
+    m2: T,
+    /// Clamp range: [0, size − 1] for border padding, unbounded for zeros.
+    lo: T,
+    hi: T,
+    /// d(pixel)/d(grid) where the clamp is inactive.
+    scale: T,
+}
+
+impl<T: Real> AxisMap<T> {
+    fn new(size: usize, p: GsParams) -> Self {
+        let s = size as f64;
+        let (m1, c1, m2, scale) = if p.align_corners {
+            (0.5, 0.0, s - 1.0, (s - 1.0) * 0.5)
+        } else {
+            (s, 1.0, 0.5, s * 0.5)
+        };
+        let (lo, hi) = match p.padding {
+            PaddingMode::Zeros => (f64::NEG_INFINITY, f64::INFINITY),
+            PaddingMode::Border => (0.0, s - 1.0),
+        };
+        Self {
+            m1: T::from_f64(m1),
+            c1: T::from_f64(c1),
+            m2: T::from_f64(m2),
+            lo: T::from_f64(lo),
+            hi: T::from_f64(hi),
+            scale: T::from_f64(scale),
         }
-    };
-    if g.finite() {
-        (x, d)
-    } else {
-        (T::from_f64(-4.0), zero)
+    }
+
+    /// Pixel coordinate after padding and its derivative with respect to
+    /// `g`. The clamp passes no gradient on the border itself, as PyTorch's.
+    /// A non-finite `g`, or one so large that the pixel coordinate overflows
+    /// under zero padding, lands far outside the input with a zero derivative.
+    #[inline(always)]
+    fn map(&self, g: T) -> (T, T) {
+        let zero = T::from_f64(0.0);
+        let x = ((g + T::from_f64(1.0)) * self.m1 - self.c1) * self.m2;
+        let inside = x > self.lo && x < self.hi;
+        let d = if inside { self.scale } else { zero };
+        let x = clamp(x, self.lo, self.hi);
+        if g.finite() && x.finite() {
+            (x, d)
+        } else {
+            (T::from_f64(-4.0), zero)
+        }
     }
 }
 
@@ -189,8 +200,8 @@ fn axis_coord<T: Real>(g: T, size: usize, p: GsParams) -> (T, T) {
 /// target has no floor instruction).
 #[inline(always)]
 fn floor_i32<T: Real>(x: T) -> i32 {
-    let t = x.to_isize() as i32;
-    t - (T::from_isize(t as isize) > x) as i32
+    let t = x.to_i32();
+    t - (T::from_i32(t) > x) as i32
 }
 
 #[inline(always)]
@@ -207,6 +218,7 @@ fn clamp<T: Real>(x: T, lo: T, hi: T) -> T {
 fn compute_taps<T: Real>(t: &mut RowTaps<T>, grid_row: &[T], h: usize, w: usize, p: GsParams) {
     let one = T::from_f64(1.0);
     let zero = T::from_f64(0.0);
+    let (ax, ay) = (AxisMap::<T>::new(w, p), AxisMap::<T>::new(h, p));
     // Cells are clamped to [-2, size] before the integer conversion; that
     // only moves cells whose corners all lie outside, whose weights are then
     // never used, and keeps huge coordinates overflow-free.
@@ -216,14 +228,24 @@ fn compute_taps<T: Real>(t: &mut RowTaps<T>, grid_row: &[T], h: usize, w: usize,
         T::from_f64(-2.0),
     );
     let (wi, hi) = (w as i32, h as i32);
+    let n = t.base.len();
+    let grid_row = &grid_row[..2 * n];
     match p.mode {
         SampleMode::Bilinear => {
-            for (i, g) in grid_row.chunks_exact(2).enumerate() {
-                let (ix, mx) = axis_coord(g[0], w, p);
-                let (iy, my) = axis_coord(g[1], h, p);
+            // Equal-length slices let the compiler drop bounds checks and
+            // vectorise the loop.
+            let (base, valid) = (&mut t.base[..n], &mut t.valid[..n]);
+            let [w0, w1, w2, w3] = &mut t.w;
+            let (w0, w1, w2, w3) = (&mut w0[..n], &mut w1[..n], &mut w2[..n], &mut w3[..n]);
+            let (wx0s, wx1s) = (&mut t.wx0[..n], &mut t.wx1[..n]);
+            let (wy0s, wy1s) = (&mut t.wy0[..n], &mut t.wy1[..n]);
+            let (mxs, mys) = (&mut t.mx[..n], &mut t.my[..n]);
+            for i in 0..n {
+                let (ix, mx) = ax.map(grid_row[2 * i]);
+                let (iy, my) = ay.map(grid_row[2 * i + 1]);
                 let x0 = floor_i32(clamp(ix, lo, wlim));
                 let y0 = floor_i32(clamp(iy, lo, hlim));
-                let (x0f, y0f) = (T::from_isize(x0 as isize), T::from_isize(y0 as isize));
+                let (x0f, y0f) = (T::from_i32(x0), T::from_i32(y0));
                 let wx0 = (x0f + one) - ix;
                 let wx1 = ix - x0f;
                 let wy0 = (y0f + one) - iy;
@@ -232,29 +254,29 @@ fn compute_taps<T: Real>(t: &mut RowTaps<T>, grid_row: &[T], h: usize, w: usize,
                 let vx1 = (x0 >= -1) & (x0 < wi - 1);
                 let vy0 = (y0 >= 0) & (y0 < hi);
                 let vy1 = (y0 >= -1) & (y0 < hi - 1);
-                t.valid[i] = (vx0 & vy0) as u8
+                valid[i] = (vx0 & vy0) as u8
                     | ((vx1 & vy0) as u8) << 1
                     | ((vx0 & vy1) as u8) << 2
                     | ((vx1 & vy1) as u8) << 3;
-                t.base[i] = y0 * wi + x0;
-                t.w[0][i] = wx0 * wy0;
-                t.w[1][i] = wx1 * wy0;
-                t.w[2][i] = wx0 * wy1;
-                t.w[3][i] = wx1 * wy1;
-                t.wx0[i] = wx0;
-                t.wx1[i] = wx1;
-                t.wy0[i] = wy0;
-                t.wy1[i] = wy1;
-                t.mx[i] = mx;
-                t.my[i] = my;
+                base[i] = y0 * wi + x0;
+                w0[i] = wx0 * wy0;
+                w1[i] = wx1 * wy0;
+                w2[i] = wx0 * wy1;
+                w3[i] = wx1 * wy1;
+                wx0s[i] = wx0;
+                wx1s[i] = wx1;
+                wy0s[i] = wy0;
+                wy1s[i] = wy1;
+                mxs[i] = mx;
+                mys[i] = my;
             }
         }
         SampleMode::Nearest => {
             for (i, g) in grid_row.chunks_exact(2).enumerate() {
-                let (ix, _) = axis_coord(g[0], w, p);
-                let (iy, _) = axis_coord(g[1], h, p);
-                let x = clamp(ix.round_even(), lo, wlim).to_isize() as i32;
-                let y = clamp(iy.round_even(), lo, hlim).to_isize() as i32;
+                let (ix, _) = ax.map(g[0]);
+                let (iy, _) = ay.map(g[1]);
+                let x = clamp(ix.round_even(), lo, wlim).to_i32();
+                let y = clamp(iy.round_even(), lo, hlim).to_i32();
                 let inside = (0..wi).contains(&x) && (0..hi).contains(&y);
                 t.valid[i] = inside as u8;
                 t.base[i] = y * wi + x;
