@@ -162,8 +162,10 @@ impl Region {
     pub fn union(self, other: Region) -> Region {
         let left = self.left.min(other.left);
         let top = self.top.min(other.top);
-        let right = (self.left + self.width).max(other.left + other.width);
-        let bottom = (self.top + self.height).max(other.top + other.height);
+        let right =
+            (self.left.saturating_add(self.width)).max(other.left.saturating_add(other.width));
+        let bottom =
+            (self.top.saturating_add(self.height)).max(other.top.saturating_add(other.height));
         Region {
             left,
             top,

@@ -195,7 +195,7 @@ pub struct TrackManifest {
     pub video_fps: f64,
     /// Number of frames written.
     pub frame_count: usize,
-    /// Selected track frames that lie outside the video and were skipped.
+    /// Selected track frames that were skipped: outside the video, or with an absurd box.
     pub missing_frames: usize,
     /// The frames in order.
     pub frames: Vec<ManifestFrame>,
@@ -212,7 +212,7 @@ pub struct VideoOutcome {
     pub tracks_empty: usize,
     /// Frames written.
     pub frames_written: u64,
-    /// Selected track frames outside the video.
+    /// Selected track frames skipped: outside the video, or with an absurd box.
     pub frames_missing: u64,
 }
 
@@ -402,6 +402,19 @@ fn subsample(frames: &[u64], sampling: Sampling, fps: f64) -> Vec<usize> {
     }
 }
 
+/// A crop window worth resampling: finite, and neither empty nor over 16 times the frame's
+/// larger side (such boxes come from wrong units and would cost unbounded filter taps).
+fn window_is_sane(w: &Window, width: u32, height: u32) -> bool {
+    let limit = 16.0 * f64::from(width.max(height));
+    [w.x, w.y, w.w, w.h].iter().all(|v| v.is_finite())
+        && w.w > 0.0
+        && w.h > 0.0
+        && w.w <= limit
+        && w.h <= limit
+        && w.x.abs() <= limit
+        && w.y.abs() <= limit
+}
+
 /// Removes stale `.TRACK.partial-*` folders left by killed runs.
 fn remove_stale_partials(video_out: &Path, track: &str) -> Result<(), ExtractError> {
     let Ok(entries) = std::fs::read_dir(video_out) else {
@@ -455,6 +468,7 @@ fn extract_video_with(
     let mut whole_frames: Vec<usize> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
     let mut before_start = 0u64;
+    let mut absurd = 0u64;
     for (slot, t) in pending_jobs.iter().enumerate() {
         let mut manifest = TrackManifest {
             source_video: job.video.clone(),
@@ -494,9 +508,15 @@ fn extract_video_with(
                 for i in subsample(&frames, config.sampling, info.fps) {
                     let (v, b) = indexed[i];
                     let px = b.to_pixels(unit, info.width, info.height);
+                    let window = Window::square_around(&px, config.scale);
+                    if !window_is_sane(&window, info.width, info.height) {
+                        absurd += 1;
+                        manifest.missing_frames += 1;
+                        continue;
+                    }
                     wanted.entry(v).or_default().push(Planned {
                         track: slot,
-                        window: Window::square_around(&px, config.scale),
+                        window,
                         track_frame: Some(b.frame),
                         track_box: Some(px),
                     });
@@ -514,6 +534,12 @@ fn extract_video_with(
             created: false,
             done: false,
         });
+    }
+    if absurd > 0 {
+        tracing::warn!(
+            "{absurd} track boxes for {} are not finite or far larger than the frame (wrong --unit?) and are skipped",
+            job.video.display()
+        );
     }
     if before_start > 0 {
         tracing::warn!(
@@ -634,7 +660,7 @@ fn extract_video_with(
             job.video.display()
         );
     }
-    outcome.frames_missing = beyond + before_start;
+    outcome.frames_missing = beyond + before_start + absurd;
     for p in pending.iter_mut().filter(|p| !p.done) {
         if p.manifest.frames.is_empty() {
             outcome.tracks_empty += 1;

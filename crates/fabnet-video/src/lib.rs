@@ -20,5 +20,6 @@ pub use encode::{VideoWriter, WriteError};
 pub use extract::{
     ExtractConfig, ExtractError, ImageFormat, RunOptions, Sampling, Summary, TrackManifest,
 };
+pub use jpeg::{encode_jpeg, JpegEncoder};
 pub use layout::{plan_face_videos, plan_tracked, Plan, VideoJob};
 pub use track::{BoxUnit, PixelBox, TrackBox, TrackError, TrackFile, UnitChoice};

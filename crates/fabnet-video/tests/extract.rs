@@ -436,3 +436,35 @@ fn webm_vp9_and_mov_hevc_decode() {
         }
     }
 }
+
+/// Boxes in the wrong unit (fractions read as pixels and vice versa) never hang or panic: tiny
+/// windows are resampled, huge ones are skipped and counted.
+#[test]
+fn wrong_units_are_survived() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (videos, tracks, out) = (
+        tmp.path().join("videos"),
+        tmp.path().join("tracks"),
+        tmp.path().join("out"),
+    );
+    write_marker_video(&videos.join("vidA.mkv"));
+    write(
+        &tracks.join("idA/vidA/00001.txt"),
+        &track_text(0..5, 0, true),
+    );
+    let mut huge = String::from("FRAME X Y W H\n");
+    for f in 0..5 {
+        huge += &format!("{f} 1e12 -3e11 5e12 5e12\n");
+    }
+    write(&tracks.join("idA/vidA/00002.txt"), &huge);
+    let plan = plan_tracked(&videos, &tracks).unwrap();
+    let mut config = ExtractConfig::new(&out);
+    config.unit = fabnet_video::UnitChoice::Force(fabnet_video::BoxUnit::Pixels);
+    config.size = 16;
+    let summary = run(&plan.jobs, &config, &quiet());
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+    assert_eq!(manifest(&out.join("idA/vidA/00001")).frame_count, 5);
+    assert_eq!(summary.totals.tracks_empty, 1);
+    assert_eq!(summary.totals.frames_missing, 5);
+    assert!(!out.join("idA/vidA/00002").exists());
+}
