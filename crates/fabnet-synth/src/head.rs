@@ -465,7 +465,7 @@ pub(crate) struct Posed {
 }
 
 impl Head {
-    /// Builds the head of an identity: rest mesh (some 40k triangles in all), blend shapes
+    /// Builds the head of an identity: rest mesh (about 38k triangles in all), blend shapes
     /// and landmark definitions.
     pub fn new(params: &IdentityParams) -> Self {
         let l = Layout::new(params);
