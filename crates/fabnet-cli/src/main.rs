@@ -25,6 +25,12 @@ enum Command {
     Extract(cmd::extract::ExtractArgs),
     /// Render synthetic talking-head videos with exact landmarks, pose and action units.
     Synth(cmd::synth::SynthArgs),
+    /// Embed a video's frames, a folder of images or a frame tree into an .npy/.safetensors matrix.
+    Embed(cmd::embed::EmbedArgs),
+    /// Fit and score a linear probe (landmarks, pose, action units) on frozen embeddings.
+    Probe(cmd::probe::ProbeArgs),
+    /// Find the nearest neighbours of a row or an image in an embeddings file.
+    Retrieve(cmd::retrieve::RetrieveArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +46,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Extract(args) => cmd::extract::run(args),
         Command::Synth(args) => cmd::synth::run(args),
+        Command::Embed(args) => cmd::embed::run(args),
+        Command::Probe(args) => cmd::probe::run(args),
+        Command::Retrieve(args) => cmd::retrieve::run(args),
     };
     match result {
         Ok(code) => code,
