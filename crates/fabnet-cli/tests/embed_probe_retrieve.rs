@@ -510,3 +510,75 @@ fn random_init_probes_run_end_to_end_on_a_synth_probe_set() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("is not in"), "{stderr}");
 }
+
+#[test]
+fn frame_tree_is_detected_and_read_in_frame_order() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("frames");
+    let mut expected = Vec::new();
+    for (track, frames) in [("id0/v0/00001", [2, 10]), ("id1/v0/00001", [1, 3])] {
+        let dir = root.join(track);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in frames {
+            let p = dir.join(format!("frame{f}.png"));
+            picture(40, 40, f).save(&p).unwrap();
+            expected.push(s(&p).to_string());
+        }
+    }
+    let out = d.path().join("emb.npy");
+    let o = fabnet(&[
+        "embed",
+        s(&root),
+        "--out",
+        s(&out),
+        "--random-init",
+        "--preset",
+        "tiny",
+        "--no-progress",
+    ]);
+    ok(&o, "embed tree");
+    let idx = EmbeddingIndex::read(&d.path().join("index.csv")).unwrap();
+    // Numeric frame order (frame2 before frame10), not the lexicographic order of a plain folder.
+    assert_eq!(paths(&idx), expected);
+    assert_eq!(read_embeddings(&out).unwrap().rows, 4);
+}
+
+#[test]
+fn weights_file_gives_the_same_rows_as_the_model_it_holds() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("imgs");
+    image_folder(&dir);
+    let config = ModelConfig::preset("tiny").unwrap();
+    let (_, varmap) = FabNet::init(&config, 7, &Device::Cpu).unwrap();
+    let weights = d.path().join("w.safetensors");
+    fabnet_core::model::save_varmap(&varmap, &weights).unwrap();
+    let run = |model: &[&str], out: &Path| {
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let mut args = vec!["embed", s(&dir), "--out", s(out), "--no-progress"];
+        args.extend(model);
+        ok(&fabnet(&args), "embed");
+        read_embeddings(out).unwrap()
+    };
+    let a = run(
+        &["--checkpoint", s(&weights), "--preset", "tiny"],
+        &d.path().join("a/e.npy"),
+    );
+    let b = run(
+        &["--random-init", "--seed", "7", "--preset", "tiny"],
+        &d.path().join("b/e.npy"),
+    );
+    assert_eq!(a, b);
+    // A preset that does not fit the file is refused, naming the file.
+    let o = fabnet(&[
+        "embed",
+        s(&dir),
+        "--out",
+        s(&d.path().join("c.npy")),
+        "--checkpoint",
+        s(&weights),
+        "--preset",
+        "small",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("w.safetensors"));
+}
