@@ -28,7 +28,8 @@ const OP: &str = "grid_sample";
 /// is 0 under every padding mode and it passes no gradient. (PyTorch's CUDA
 /// path also gives 0 for NaN; its 1.13 CPU path returns NaN under zero padding
 /// and can crash under border padding.) Finite points outside [−1, 1] read
-/// zeros or the border pixels, per `options.padding`.
+/// zeros or the border pixels, per `options.padding`; under zero padding a
+/// point so far out that its pixel coordinate overflows counts as non-finite.
 ///
 /// Errors (never panics) on wrong ranks or shapes, mismatched batch sizes,
 /// dtypes other than f32/f64 or differing between the two tensors, and

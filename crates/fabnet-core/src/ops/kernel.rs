@@ -625,7 +625,10 @@ impl<T: Real> Axis<T> {
     }
 }
 
-/// Bilinear resize of `planes` planes of (h, w) to (oh, ow).
+/// Bilinear resize of `planes` planes of (h, w) to (oh, ow): each input row
+/// is first resampled to width `ow` (the only gathers, h · ow of them), then
+/// each output row blends two of those rows, a contiguous loop that
+/// vectorises. The order of operations is PyTorch's (horizontal first).
 pub(crate) fn upsample_fwd<T: Real>(
     x: &[T],
     planes: usize,
@@ -640,29 +643,40 @@ pub(crate) fn upsample_fwd<T: Real>(
     }
     let ax = Axis::<T>::new(w, ow, align_corners);
     let ay = Axis::<T>::new(h, oh, align_corners);
-    out.par_chunks_mut(ow)
-        .with_min_len((4096 / ow).max(1))
-        .enumerate()
-        .for_each_init(
-            || vec![zero; w],
-            |tmp, (r, dst)| {
-                let (p, oy) = (r / oh, r % oh);
-                let plane = &x[p * h * w..(p + 1) * h * w];
-                let r0 = &plane[ay.i0[oy] * w..][..w];
-                let r1 = &plane[ay.i1[oy] * w..][..w];
+    out.par_chunks_mut(oh * ow).enumerate().for_each_init(
+        || vec![zero; h * ow],
+        |tmp, (p, dst)| {
+            let plane = &x[p * h * w..(p + 1) * h * w];
+            for (row, trow) in plane.chunks_exact(w).zip(tmp.chunks_exact_mut(ow)) {
+                for ((((t, &i0), &i1), &l0), &l1) in trow
+                    .iter_mut()
+                    .zip(&ax.i0)
+                    .zip(&ax.i1)
+                    .zip(&ax.l0)
+                    .zip(&ax.l1)
+                {
+                    debug_assert!(i0 < row.len() && i1 < row.len());
+                    // SAFETY: `Axis::new(w, ..)` keeps every index below w.
+                    *t = l0 * unsafe { *row.get_unchecked(i0) }
+                        + l1 * unsafe { *row.get_unchecked(i1) };
+                }
+            }
+            for (oy, orow) in dst.chunks_exact_mut(ow).enumerate() {
+                let r0 = &tmp[ay.i0[oy] * ow..][..ow];
+                let r1 = &tmp[ay.i1[oy] * ow..][..ow];
                 let (l0, l1) = (ay.l0[oy], ay.l1[oy]);
-                for ((t, &a), &b) in tmp.iter_mut().zip(r0).zip(r1) {
-                    *t = l0 * a + l1 * b;
+                for ((o, &a), &b) in orow.iter_mut().zip(r0).zip(r1) {
+                    *o = l0 * a + l1 * b;
                 }
-                for (ox, o) in dst.iter_mut().enumerate() {
-                    *o = ax.l0[ox] * tmp[ax.i0[ox]] + ax.l1[ox] * tmp[ax.i1[ox]];
-                }
-            },
-        );
+            }
+        },
+    );
     out
 }
 
 /// Transpose of [`upsample_fwd`]: gradient (planes, oh, ow) -> (planes, h, w).
+/// Output rows are first accumulated into h rows of width `ow` (contiguous,
+/// vectorised), then each is scattered back to width `w`.
 pub(crate) fn upsample_bwd<T: Real>(
     g: &[T],
     planes: usize,
@@ -678,23 +692,31 @@ pub(crate) fn upsample_bwd<T: Real>(
     let ax = Axis::<T>::new(w, ow, align_corners);
     let ay = Axis::<T>::new(h, oh, align_corners);
     out.par_chunks_mut(h * w).enumerate().for_each_init(
-        || vec![zero; w],
+        || vec![zero; h * ow],
         |tmp, (p, dst)| {
+            tmp.iter_mut().for_each(|t| *t = zero);
             let gp = &g[p * oh * ow..(p + 1) * oh * ow];
             for (oy, grow) in gp.chunks_exact(ow).enumerate() {
-                tmp.iter_mut().for_each(|t| *t = zero);
-                for (ox, &gv) in grow.iter().enumerate() {
-                    tmp[ax.i0[ox]] += ax.l0[ox] * gv;
-                    tmp[ax.i1[ox]] += ax.l1[ox] * gv;
-                }
                 let (l0, l1) = (ay.l0[oy], ay.l1[oy]);
-                let r0 = &mut dst[ay.i0[oy] * w..][..w];
-                for (d, &t) in r0.iter_mut().zip(tmp.iter()) {
-                    *d += l0 * t;
+                let t0 = &mut tmp[ay.i0[oy] * ow..][..ow];
+                for (t, &v) in t0.iter_mut().zip(grow) {
+                    *t += l0 * v;
                 }
-                let r1 = &mut dst[ay.i1[oy] * w..][..w];
-                for (d, &t) in r1.iter_mut().zip(tmp.iter()) {
-                    *d += l1 * t;
+                let t1 = &mut tmp[ay.i1[oy] * ow..][..ow];
+                for (t, &v) in t1.iter_mut().zip(grow) {
+                    *t += l1 * v;
+                }
+            }
+            for (drow, trow) in dst.chunks_exact_mut(w).zip(tmp.chunks_exact(ow)) {
+                for ((((&t, &i0), &i1), &l0), &l1) in
+                    trow.iter().zip(&ax.i0).zip(&ax.i1).zip(&ax.l0).zip(&ax.l1)
+                {
+                    debug_assert!(i0 < drow.len() && i1 < drow.len());
+                    // SAFETY: `Axis::new(w, ..)` keeps every index below w.
+                    unsafe {
+                        *drow.get_unchecked_mut(i0) += l0 * t;
+                        *drow.get_unchecked_mut(i1) += l1 * t;
+                    }
                 }
             }
         },
