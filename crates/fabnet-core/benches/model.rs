@@ -24,10 +24,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
-use candle_nn::{BatchNorm, Conv2d, Conv2dConfig};
+use candle_core::{DType, Device, ModuleT, Tensor, Var};
+use candle_nn::BatchNorm;
 use fabnet_core::model::{
-    curriculum_loss, leaky_relu, per_sample_l1, FabNet, ModelConfig, ParamKind, Part,
+    conv2d, curriculum_loss, leaky_relu, per_sample_l1, FabNet, ModelConfig, ParamKind, Part,
 };
 use fabnet_core::ops::{grid_sample, upsample_bilinear2d, GridSampleOptions, PaddingMode};
 
@@ -264,15 +264,8 @@ fn op_cases(config: &ModelConfig, b: usize) -> Vec<OpCase> {
                 (1 << (i + 1), 1 << (i + 1))
             };
             let x = var(&[b, cin, hin, hin]);
-            let conv = Conv2d::new(
-                var(w).as_tensor().clone(),
-                Some(var(&[cout]).as_tensor().clone()),
-                Conv2dConfig {
-                    padding: 1,
-                    stride: if encoder { 2 } else { 1 },
-                    ..Default::default()
-                },
-            );
+            let (weight, bias) = (var(w).as_tensor().clone(), var(&[cout]).as_tensor().clone());
+            let stride = if encoder { 2 } else { 1 };
             let first = encoder && i == 0;
             let input = if first {
                 x.as_tensor().detach()
@@ -286,7 +279,7 @@ fn op_cases(config: &ModelConfig, b: usize) -> Vec<OpCase> {
                     "conv 3x3 (decoders)"
                 },
                 count: calls,
-                run: Box::new(move || conv.forward(&input)),
+                run: Box::new(move || conv2d(&input, &weight, &bias, stride, 1)),
             });
             let y = var(&[b, cout, hout, hout]);
             let last = i + 1 == convs.len();

@@ -3,8 +3,9 @@
 
 use super::act::leaky_relu;
 use super::config::{ConvPlan, GammaInit, ModelConfig};
-use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Init, VarBuilder};
+use super::conv::conv2d;
+use candle_core::{ModuleT, Result, Tensor};
+use candle_nn::{BatchNorm, Init, VarBuilder};
 
 /// BatchNorm constants of PyTorch's `BatchNorm2d` defaults, which the
 /// authors' code used.
@@ -38,7 +39,10 @@ impl Activation {
 /// conv → BatchNorm (optional) → activation, as one level of the network.
 #[derive(Debug, Clone)]
 pub(crate) struct ConvBlock {
-    conv: Conv2d,
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
     bn: Option<BatchNorm>,
     activation: Activation,
 }
@@ -68,15 +72,6 @@ impl ConvBlock {
             uniform,
         )?;
         let bias = cv.get_with_hints(plan.out_channels, "bias", uniform)?;
-        let conv = Conv2d::new(
-            weight,
-            Some(bias),
-            Conv2dConfig {
-                padding,
-                stride,
-                ..Default::default()
-            },
-        );
         let bn = match plan.bn_index {
             None => None,
             Some(index) => {
@@ -98,7 +93,10 @@ impl ConvBlock {
             }
         };
         Ok(Self {
-            conv,
+            weight,
+            bias,
+            stride,
+            padding,
             bn,
             activation,
         })
@@ -108,7 +106,7 @@ impl ConvBlock {
     /// normalises with this call's batch statistics and updates its running
     /// statistics; in eval mode it uses the running statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv.forward(x)?;
+        let y = conv2d(x, &self.weight, &self.bias, self.stride, self.padding)?;
         let y = match &self.bn {
             Some(bn) => bn.forward_t(&y, train)?,
             None => y,

@@ -25,6 +25,7 @@
 
 mod act;
 mod config;
+mod conv;
 mod decoder;
 mod encoder;
 mod fabnet;
@@ -36,6 +37,7 @@ mod weights;
 
 pub use act::leaky_relu;
 pub use config::{GammaInit, ModelConfig};
+pub use conv::conv2d;
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use fabnet::{FabNet, Reconstruction};
