@@ -575,3 +575,18 @@ fn nearest_mode_picks_the_nearest_pixel() -> Result<()> {
     assert_eq!(out, [0.0, 6.0, 11.0, 0.0]);
     Ok(())
 }
+
+#[test]
+fn an_empty_grid_gives_an_empty_output_and_a_zero_input_gradient() -> Result<()> {
+    let x = Var::from_tensor(&Tensor::ones((1, 2, 3, 4), DType::F32, &Device::Cpu)?)?;
+    let g = Var::from_tensor(&Tensor::zeros((1, 0, 5, 2), DType::F32, &Device::Cpu)?)?;
+    let opts = GridSampleOptions::bilinear(PaddingMode::Zeros, false);
+    let out = grid_sample(&x, &g, opts)?;
+    assert_eq!(out.dims(), [1, 2, 0, 5]);
+    let grads = out.sum_all()?.backward()?;
+    let gi = grads.get(&x).expect("input grad");
+    assert_eq!(gi.dims(), [1, 2, 3, 4]);
+    assert_eq!(gi.abs()?.sum_all()?.to_scalar::<f32>()?, 0.0);
+    assert_eq!(grads.get(&g).expect("grid grad").dims(), [1, 0, 5, 2]);
+    Ok(())
+}

@@ -61,6 +61,16 @@ unsafe impl<T: Send> Send for SyncPtr<T> {}
 unsafe impl<T: Send> Sync for SyncPtr<T> {}
 
 impl<T> SyncPtr<T> {
+    /// Sets `start..start + len` to all-zero bytes (0.0 for floats).
+    ///
+    /// # Safety
+    /// As for [`SyncPtr::slice`].
+    #[inline(always)]
+    unsafe fn zero(&self, start: usize, len: usize) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { self.0.add(start).write_bytes(0, len) }
+    }
+
     /// # Safety
     /// `i` must lie inside the buffer, and no other task may access it.
     #[inline(always)]
@@ -413,12 +423,16 @@ pub(crate) fn grid_sample_bwd<T: Real>(
     let GsDims { n, c, h, w, ho, wo } = d;
     let zero = T::from_f64(0.0);
     let plane_in = h * w;
-    let mut gi_all = if want_input {
-        vec![zero; n * c * plane_in]
-    } else {
-        Vec::new()
-    };
-    let mut gg_all = Uninit::new(if want_grid { n * ho * wo * 2 } else { 0 });
+    let len_in = if want_input { n * c * plane_in } else { 0 };
+    if n * ho * wo == 0 {
+        // No samples: the input gradient is zero and the grid has no elements.
+        return (vec![zero; len_in], Vec::new());
+    }
+    // Both gradients are written in full by the tasks below (each task zeroes
+    // the input-gradient region it owns first, in parallel and just before
+    // scattering into it), so neither is zeroed here.
+    let mut gi_all = Uninit::<T>::new(len_in);
+    let mut gg_all = Uninit::<T>::new(if want_grid { n * ho * wo * 2 } else { 0 });
     let threads = rayon::current_num_threads();
     // With enough batch items every task owns one item's input gradient;
     // otherwise items are split into row blocks that scatter into private
@@ -431,16 +445,16 @@ pub(crate) fn grid_sample_bwd<T: Real>(
         (r, ho.div_ceil(r))
     };
     let partial = want_input && tasks_per_item > 1;
-    let mut partials = if partial {
-        vec![zero; n * tasks_per_item * c * plane_in]
+    let mut partials = Uninit::<T>::new(if partial {
+        n * tasks_per_item * c * plane_in
     } else {
-        Vec::new()
-    };
-    let gi_ptr = SyncPtr(if partial {
-        partials.as_mut_ptr()
-    } else {
-        gi_all.as_mut_ptr()
+        0
     });
+    let gi_ptr = if partial {
+        partials.ptr()
+    } else {
+        gi_all.ptr()
+    };
     let gg_ptr = gg_all.ptr();
     let grid_grad = want_grid && p.mode == SampleMode::Bilinear;
     (0..n * tasks_per_item).into_par_iter().for_each_init(
@@ -451,8 +465,12 @@ pub(crate) fn grid_sample_bwd<T: Real>(
             let gi: &mut [T] = if want_input {
                 let start = if partial { task } else { b } * c * plane_in;
                 // SAFETY: the input-gradient region of a task is its batch
-                // item's planes (one task per item) or its own partial buffer.
-                unsafe { gi_ptr.slice(start, c * plane_in) }
+                // item's planes (one task per item) or its own partial buffer;
+                // it is zeroed before the slice is made.
+                unsafe {
+                    gi_ptr.zero(start, c * plane_in);
+                    gi_ptr.slice(start, c * plane_in)
+                }
             } else {
                 &mut []
             };
@@ -486,18 +504,29 @@ pub(crate) fn grid_sample_bwd<T: Real>(
         },
     );
     if partial {
+        // SAFETY: every task zeroed and filled its partial buffer.
+        let partials = unsafe { partials.assume_init() };
         let item = c * plane_in;
-        gi_all
-            .par_chunks_mut(item)
-            .zip(partials.par_chunks(item * tasks_per_item))
-            .for_each(|(dst, parts)| {
-                for part in parts.chunks_exact(item) {
+        let gi_ptr = gi_all.ptr();
+        partials
+            .par_chunks(item * tasks_per_item)
+            .enumerate()
+            .for_each(|(b, parts)| {
+                let (first, rest) = parts.split_at(item);
+                // SAFETY: item b's planes are written by this task alone.
+                let dst = unsafe {
+                    gi_ptr.zero(b * item, item);
+                    gi_ptr.slice(b * item, item)
+                };
+                dst.copy_from_slice(first);
+                for part in rest.chunks_exact(item) {
                     dst.iter_mut().zip(part).for_each(|(d, s)| *d += *s);
                 }
             });
     }
-    // SAFETY: when wanted, every (b, oy) grid-gradient row was written.
-    (gi_all, unsafe { gg_all.assume_init() })
+    // SAFETY: every task (or the reduction) wrote its batch items' input
+    // gradient, and every (b, oy) grid-gradient row when wanted.
+    unsafe { (gi_all.assume_init(), gg_all.assume_init()) }
 }
 
 /// Sizes for [`BwdRow::run`].
