@@ -14,7 +14,13 @@ const USAGE: &str = "usage: cargo xtask <command> [args]
 commands:
   setup            install the system packages the workspace needs (apt)
   test             setup, then rustfmt, clippy -D warnings and the whole test suite
-  extract ARGS     run the frame-extraction stage (`fabnet extract ARGS`, release build)
+  extract ARGS     extract face-track frames from videos (`fabnet extract ARGS`)
+  synth ARGS       render synthetic talking heads (`fabnet synth ARGS`)
+  train ARGS       train FAb-Net (`fabnet train ARGS`)
+  embed ARGS       embed images or videos (`fabnet embed ARGS`)
+  probe ARGS       run a linear probe (`fabnet probe ARGS`)
+  retrieve ARGS    nearest neighbours (`fabnet retrieve ARGS`)
+                   (each stage runs the release build of the `fabnet` CLI)
   bench [NAME..]   run benchmarks and rewrite BENCHMARKS.md (names: extract, ops)
 ";
 
@@ -28,7 +34,7 @@ fn main() -> Result<()> {
     match command.as_str() {
         "setup" => setup::run(),
         "test" => test(),
-        "extract" => stage("extract", &rest),
+        "extract" | "synth" | "train" | "embed" | "probe" | "retrieve" => stage(&command, &rest),
         "bench" => bench::run(&rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

@@ -31,6 +31,8 @@ enum Command {
     Probe(cmd::probe::ProbeArgs),
     /// Find the nearest neighbours of a row or an image in an embeddings file.
     Retrieve(cmd::retrieve::RetrieveArgs),
+    /// Train FAb-Net on a frame tree (curriculum, multi-source stage, resume).
+    Train(cmd::train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => cmd::embed::run(args),
         Command::Probe(args) => cmd::probe::run(args),
         Command::Retrieve(args) => cmd::retrieve::run(args),
+        Command::Train(args) => cmd::train::run(args),
     };
     match result {
         Ok(code) => code,

@@ -101,12 +101,6 @@ impl Curriculum {
         }
     }
 
-    /// The sorted positions [⌊lo·B⌋, ⌊hi·B⌋) of a batch of `batch` samples
-    /// that are back-propagated. Never empty for a non-empty batch.
-    pub fn positions(&self, batch: usize) -> std::ops::Range<usize> {
-        window_positions(self.window, batch)
-    }
-
     /// Number of shifts until the last window.
     fn max_shifts(&self) -> u32 {
         let span = self.config.last.0 - self.config.start.0;
@@ -152,15 +146,4 @@ impl Curriculum {
         }
         ScheduleEvent::None
     }
-}
-
-/// The sorted positions [⌊lo·B⌋, ⌊hi·B⌋) of a window over `batch` samples,
-/// widened to one sample when rounding leaves it empty.
-pub fn window_positions(window: (f64, f64), batch: usize) -> std::ops::Range<usize> {
-    if batch == 0 {
-        return 0..0;
-    }
-    let lo = ((window.0 * batch as f64).floor() as usize).min(batch - 1);
-    let hi = ((window.1 * batch as f64).floor() as usize).min(batch);
-    lo..hi.max(lo + 1)
 }

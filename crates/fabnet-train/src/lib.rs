@@ -3,9 +3,11 @@
 //! resumes from exactly. A library: the `fabnet train` command drives it.
 
 pub mod checkpoint;
+mod config;
 pub mod curriculum;
 pub mod optim;
 pub mod plot;
+mod trainer;
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +31,22 @@ pub enum TrainError {
     /// The run's configuration is inconsistent.
     #[error("config: {0}")]
     Config(String),
+    /// The model failed (shapes, weights).
+    #[error(transparent)]
+    Model(#[from] fabnet_core::ModelError),
+    /// The data could not be indexed or loaded.
+    #[error("data: {0}")]
+    Data(String),
+    /// The loss or the gradients became NaN or infinite.
+    #[error("the {what} is not finite at step {step}; the last good checkpoint is {}", last_checkpoint.as_ref().map_or("none (no checkpoint yet)".to_string(), |p| p.display().to_string()))]
+    NonFinite {
+        /// What was not finite: `loss` or `gradient`.
+        what: &'static str,
+        /// The step whose loss or gradient was not finite.
+        step: u64,
+        /// The newest checkpoint written before it, if any.
+        last_checkpoint: Option<PathBuf>,
+    },
 }
 
 impl TrainError {
@@ -41,5 +59,10 @@ impl TrainError {
 }
 
 pub use checkpoint::{load_checkpoint, Checkpoint, CheckpointDir, CheckpointMeta};
-pub use curriculum::{window_positions, Curriculum, CurriculumConfig, ScheduleEvent};
+pub use config::TrainConfig;
+pub use curriculum::{Curriculum, CurriculumConfig, ScheduleEvent};
 pub use optim::{Optimizer, OptimizerConfig};
+pub use trainer::{
+    batch_tensors, loss_curve, model_config, reconstruction_grid, train, validate, RunOptions,
+    TrainSummary,
+};

@@ -113,12 +113,31 @@ impl Optimizer {
         self.params.iter().map(|(n, _)| n.as_str())
     }
 
+    /// The global L2 norm of this optimiser's gradients in `grads` (parameters
+    /// without a gradient count as zero); NaN or infinite when any is.
+    pub fn grad_norm(&self, grads: &GradStore) -> Result<f64, TrainError> {
+        let mut sum = 0.0;
+        for (_, var) in &self.params {
+            if let Some(g) = grads.get(var) {
+                sum += g
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
+            }
+        }
+        Ok(sum.sqrt())
+    }
+
     /// Applies one update from the gradients of a `backward()` call.
     pub fn step(&mut self, grads: &GradStore) -> Result<(), TrainError> {
         for (name, var) in &self.params {
             let Some(grad) = grads.get(var) else {
                 continue;
             };
+            // Gradients computed through variables carry their graph; state
+            // kept across steps must not, or every step's graph stays alive.
+            let grad = &grad.detach();
             match self.config {
                 OptimizerConfig::Sgd { momentum, .. } => {
                     let buf = match self.first.get(name) {
@@ -127,7 +146,7 @@ impl Optimizer {
                     };
                     var.set(&(var.as_tensor() - (&buf * self.lr)?)?)?;
                     if momentum != 0.0 {
-                        self.first.insert(name.clone(), buf);
+                        self.first.insert(name.clone(), buf.detach());
                     }
                 }
                 OptimizerConfig::Adam {
@@ -149,8 +168,8 @@ impl Optimizer {
                     let denom = ((v.clone() / bias2)?.sqrt()? + eps)?;
                     let update = ((m.clone() / denom)? * (self.lr / bias1))?;
                     var.set(&(var.as_tensor() - update)?)?;
-                    self.first.insert(name.clone(), m);
-                    self.second.insert(name.clone(), v);
+                    self.first.insert(name.clone(), m.detach());
+                    self.second.insert(name.clone(), v.detach());
                     self.steps.insert(name.clone(), t);
                 }
             }

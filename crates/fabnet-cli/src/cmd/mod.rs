@@ -5,4 +5,5 @@ pub mod extract;
 pub mod probe;
 pub mod retrieve;
 pub mod synth;
+pub mod train;
 pub mod weights;
