@@ -196,6 +196,18 @@ impl Layout {
         let ax = self.ax + (self.ax_top - self.ax) * up;
         let ay = if vg > 0.0 { self.ay_top } else { self.ay };
         let mut p = Vec3::new(ax * taper * cv * sx, ay * sv, az * cv * sz);
+        // Below the jaw line, the sides and back of the head narrow into the neck.
+        let into_neck = smoothstep(-0.25, -0.8, vg) * smoothstep(0.65, 1.15, u.abs());
+        if into_neck > 0.0 {
+            let (dx, dz) = (p.x, p.z + 0.2);
+            let (rx, rz) = (0.64 * self.ax / 0.8, 0.56);
+            let t = 1.0 / ((dx / rx).powi(2) + (dz / rz).powi(2)).sqrt().max(1e-6);
+            if t < 1.0 {
+                let k = 1.0 + (t - 1.0) * into_neck;
+                p.x = dx * k;
+                p.z = dz * k - 0.2;
+            }
+        }
         // The lower face sits forward of the cranium; the throat recedes to the neck.
         let fwd = 0.30 * smoothstep(0.15, -0.6, vg) * (1.0 - smoothstep(-1.12, -1.45, vg));
         p.z += fwd * front.powf(1.5);
