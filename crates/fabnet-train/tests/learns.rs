@@ -193,3 +193,59 @@ fn diverging_run_stops_naming_the_step_and_keeps_its_checkpoint() {
         .count();
     assert_eq!(pictures as u64, step - 1);
 }
+
+/// The multi-source stage starts from a 1-source checkpoint, keeps the flow
+/// decoder fixed and the curriculum window it reached, and trains the encoder
+/// and the mask decoder.
+#[test]
+fn multi_source_stage_freezes_the_flow_decoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("frames");
+    common::write_moving_tree(&data, 20, 1, 5, 2, false);
+    let mut one = config(&data, &dir.path().join("one"), 2);
+    one.curriculum = CurriculumConfig::paper();
+    let first = train(&one, RunOptions::default()).unwrap();
+    let start =
+        fabnet_train::load_checkpoint(&first.checkpoint, &candle_core::Device::Cpu).unwrap();
+
+    let mut three = config(&data, &dir.path().join("three"), 2);
+    three.sources = 3;
+    three.freeze_flow = true;
+    three.init_from = Some(first.checkpoint.clone());
+    three.curriculum = CurriculumConfig::paper();
+    let second = train(&three, RunOptions::default()).unwrap();
+    let end = fabnet_train::load_checkpoint(&second.checkpoint, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(end.meta.sources, 3);
+    assert_eq!(end.meta.curriculum.window, start.meta.curriculum.window);
+
+    let changed = |key: &str| {
+        let diff = (&start.tensors[key] - &end.tensors[key])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        diff > 0.0
+    };
+    let flow_weights: Vec<&String> = start
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with("decoder.") && (k.ends_with(".weight") || k.ends_with(".bias")))
+        .collect();
+    assert!(!flow_weights.is_empty());
+    for key in flow_weights {
+        assert!(!changed(key), "frozen flow decoder parameter {key} changed");
+    }
+    assert!(changed("encoder.0.weight"), "the encoder did not train");
+    assert!(
+        changed("mask.2.weight"),
+        "the mask decoder did not train with 3 sources"
+    );
+    // The frozen decoder has no optimiser state.
+    assert!(!end
+        .tensors
+        .keys()
+        .any(|k| k.starts_with("optim.") && k.contains(".decoder.")));
+}
