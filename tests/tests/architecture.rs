@@ -34,13 +34,46 @@ fn crates() -> Vec<(String, toml::Table)> {
     out
 }
 
-/// Names of normal (non-dev) dependencies, including optional ones.
+/// Package names of normal dependencies (optional ones included, renames
+/// resolved).
 fn normal_deps(manifest: &toml::Table) -> Vec<String> {
-    manifest
-        .get("dependencies")
-        .and_then(|d| d.as_table())
-        .map(|t| t.keys().cloned().collect())
-        .unwrap_or_default()
+    deps_of(manifest, &["dependencies"])
+}
+
+/// Package names of every dependency: normal, dev and build, also under
+/// `[target.*]`, with `package = ...` renames resolved.
+fn all_deps(manifest: &toml::Table) -> Vec<String> {
+    deps_of(
+        manifest,
+        &["dependencies", "dev-dependencies", "build-dependencies"],
+    )
+}
+
+fn deps_of(manifest: &toml::Table, kinds: &[&str]) -> Vec<String> {
+    let mut tables: Vec<&toml::Table> = Vec::new();
+    for kind in kinds {
+        tables.extend(manifest.get(*kind).and_then(|t| t.as_table()));
+    }
+    for target in manifest
+        .get("target")
+        .and_then(|t| t.as_table())
+        .into_iter()
+        .flat_map(|t| t.values())
+    {
+        for kind in kinds {
+            tables.extend(target.get(*kind).and_then(|t| t.as_table()));
+        }
+    }
+    tables
+        .into_iter()
+        .flat_map(|t| t.iter())
+        .map(|(name, spec)| {
+            spec.get("package")
+                .and_then(|p| p.as_str())
+                .unwrap_or(name)
+                .to_string()
+        })
+        .collect()
 }
 
 fn manifest_of(name: &str) -> Option<toml::Table> {
@@ -50,14 +83,16 @@ fn manifest_of(name: &str) -> Option<toml::Table> {
         .map(|(_, t)| t)
 }
 
-/// Architecture invariant: fabnet-data is reusable alone, without the model.
+/// Architecture invariant: fabnet-data is reusable alone, without the model,
+/// not even in its tests.
 #[test]
 fn data_loader_is_free_of_the_model() {
-    let Some(manifest) = manifest_of("fabnet-data") else {
-        eprintln!("notice: fabnet-data does not exist yet; invariant vacuous");
-        return;
-    };
-    let deps = normal_deps(&manifest);
+    let manifest = manifest_of("fabnet-data").expect("fabnet-data exists");
+    let deps = all_deps(&manifest);
+    assert!(
+        deps.iter().any(|d| d == "image"),
+        "manifest not understood: {deps:?}"
+    );
     for banned in ["fabnet-core", "candle-nn", "fabnet-train", "fabnet-probe"] {
         assert!(
             !deps.iter().any(|d| d == banned),
@@ -66,13 +101,29 @@ fn data_loader_is_free_of_the_model() {
     }
 }
 
+/// Architecture invariant: probes and retrieval work on embeddings from any
+/// source, so fabnet-probe depends on no model or tensor library.
+#[test]
+fn probes_are_free_of_the_model() {
+    let manifest = manifest_of("fabnet-probe").expect("fabnet-probe exists");
+    let deps = all_deps(&manifest);
+    assert!(
+        deps.iter().any(|d| d == "image"),
+        "manifest not understood: {deps:?}"
+    );
+    for banned in ["fabnet-core", "fabnet-train", "candle-core", "candle-nn"] {
+        assert!(
+            !deps.iter().any(|d| d == banned),
+            "fabnet-probe must not depend on {banned}"
+        );
+    }
+}
+
 /// Architecture invariant: video extraction needs no tensor library.
 #[test]
 fn video_crate_is_free_of_candle() {
-    let Some(manifest) = manifest_of("fabnet-video") else {
-        return;
-    };
-    let deps = normal_deps(&manifest);
+    let manifest = manifest_of("fabnet-video").expect("fabnet-video exists");
+    let deps = all_deps(&manifest);
     assert!(
         !deps
             .iter()

@@ -427,39 +427,3 @@ fn batches_convert_to_candle_tensors() {
     );
     assert!(batch.source_tensor(2, &Device::Cpu).is_err());
 }
-
-/// Architecture invariant: users reuse fabnet-data alone, so it must not pull in model code.
-#[test]
-fn manifest_does_not_depend_on_model_crates() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-    let manifest: toml::Table = fs::read_to_string(path).unwrap().parse().unwrap();
-    let mut tables = Vec::new();
-    for key in ["dependencies", "dev-dependencies", "build-dependencies"] {
-        tables.extend(manifest.get(key).and_then(|t| t.as_table()));
-    }
-    for target in manifest
-        .get("target")
-        .and_then(|t| t.as_table())
-        .into_iter()
-        .flat_map(|t| t.values())
-    {
-        for key in ["dependencies", "dev-dependencies", "build-dependencies"] {
-            tables.extend(target.get(key).and_then(|t| t.as_table()));
-        }
-    }
-    assert!(
-        tables.iter().any(|t| t.contains_key("image")),
-        "manifest layout not understood"
-    );
-    for table in tables {
-        for (name, spec) in table {
-            let package = spec.get("package").and_then(|p| p.as_str()).unwrap_or(name);
-            for forbidden in ["fabnet-core", "candle-nn", "fabnet-train"] {
-                assert_ne!(
-                    package, forbidden,
-                    "fabnet-data must not depend on {forbidden}"
-                );
-            }
-        }
-    }
-}
