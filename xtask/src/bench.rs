@@ -32,9 +32,24 @@ const BENCHES: &[Bench] = &[
         title: "FAb-Net forward and backward against PyTorch",
     },
     Bench {
+        name: "train",
+        cargo_args: &["bench", "-p", "fabnet-train", "--bench", "train_step"],
+        title: "Training step against PyTorch",
+    },
+    Bench {
         name: "synth",
         cargo_args: &["bench", "-p", "fabnet-synth", "--bench", "synth"],
         title: "Synthetic talking-head rendering and encoding",
+    },
+    Bench {
+        name: "knn",
+        cargo_args: &["bench", "-p", "fabnet-probe", "--bench", "knn"],
+        title: "Exact nearest-neighbour search against NumPy",
+    },
+    Bench {
+        name: "embed",
+        cargo_args: &["bench", "-p", "fabnet-cli", "--bench", "embed"],
+        title: "Embedding throughput against PyTorch (eval mode)",
     },
     Bench {
         name: "loader",

@@ -21,7 +21,8 @@ commands:
   probe ARGS       run a linear probe (`fabnet probe ARGS`)
   retrieve ARGS    nearest neighbours (`fabnet retrieve ARGS`)
                    (each stage runs the release build of the `fabnet` CLI)
-  bench [NAME..]   run benchmarks and rewrite BENCHMARKS.md (names: extract, ops)
+  bench [NAME..]   run benchmarks and rewrite BENCHMARKS.md (extract, warp, model,
+                   train, synth, knn, embed, loader; --with-torch installs PyTorch)
 ";
 
 fn main() -> Result<()> {
