@@ -173,7 +173,9 @@ fn render_section(bench: &Bench, value: &Value, machine: &str) -> Result<String>
     ));
     s.push_str(&format!("Machine: {machine}.\n"));
     s.push_str(&format!("Date: {}.\n\n", today()));
-    s.push_str("| case | fabnet | reference | ratio (speed-up) | unit | reference is |\n");
+    s.push_str(
+        "| case | fabnet | reference | advantage (>1: fabnet better) | unit | reference is |\n",
+    );
     s.push_str("|---|---|---|---|---|---|\n");
     for row in rows {
         let ours = &row["ours"];

@@ -71,6 +71,68 @@ fn train_writes_checkpoints_metrics_and_pictures_and_resumes() {
         })
         .collect();
     assert_eq!(steps, vec![1, 2, 3, 4]);
+
+    // The trained checkpoint embeds the frame tree (preset read from the
+    // checkpoint), one row per frame, equal to the library's embedding with
+    // the checkpoint's weights.
+    let ckpt = out.join("checkpoints/step-00000004.json");
+    let npy = dir.path().join("emb/frames.npy");
+    let output = fabnet()
+        .args(["embed", "--no-progress", "--checkpoint"])
+        .arg(&ckpt)
+        .arg(&data)
+        .arg("--out")
+        .arg(&npy)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let emb = fabnet_probe::read_npy(&npy).unwrap();
+    assert_eq!((emb.rows, emb.cols), (36, 256));
+    let index = fabnet_probe::EmbeddingIndex::read(&npy.with_file_name("index.csv")).unwrap();
+    let fabnet_probe::EmbeddingIndex::Paths(paths) = index else {
+        panic!("a frame tree is indexed by path");
+    };
+    let first = data.join(&paths[0]);
+    let first = if first.is_file() {
+        first
+    } else {
+        std::path::PathBuf::from(&paths[0])
+    };
+    let loaded = fabnet_train::load_checkpoint(&ckpt, &candle_core::Device::Cpu).unwrap();
+    let weights: std::collections::HashMap<String, candle_core::Tensor> = loaded
+        .tensors
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("optim."))
+        .collect();
+    let config = fabnet_core::ModelConfig::preset("tiny").unwrap();
+    let model = fabnet_core::FabNet::new(
+        &config,
+        candle_nn::VarBuilder::from_tensors(
+            weights,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        ),
+    )
+    .unwrap();
+    let pixels =
+        fabnet_data::transform_file(&first, fabnet_data::CropWindow::centre(), 32).unwrap();
+    let x =
+        candle_core::Tensor::from_vec(pixels, (1, 3, 32, 32), &candle_core::Device::Cpu).unwrap();
+    let expected: Vec<f32> = model
+        .embed(&x, false)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (a, b) in emb.data[..256].iter().zip(&expected) {
+        assert!((a - b).abs() <= 1e-4 * scale, "row 0 differs: {a} vs {b}");
+    }
 }
 
 #[test]

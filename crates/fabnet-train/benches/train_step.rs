@@ -7,8 +7,8 @@
 //! `cargo xtask bench train`) writes `target/fabnet-bench/train.json`.
 
 use candle_core::{Device, Tensor};
-use fabnet_core::model::{curriculum_loss, per_sample_l1, FabNet, ModelConfig, Part};
-use fabnet_train::{Optimizer, OptimizerConfig};
+use fabnet_core::model::{curriculum_loss, per_sample_l1, FabNet, ModelConfig};
+use fabnet_train::{trainable_params, Optimizer, OptimizerConfig};
 use std::process::Command;
 use std::time::Instant;
 
@@ -28,20 +28,7 @@ fn main() {
     let device = Device::Cpu;
     let config = ModelConfig::preset("small").expect("small preset");
     let (model, varmap) = FabNet::init(&config, 0, &device).expect("model");
-    let mut params = Vec::new();
-    {
-        let data = varmap.data().lock().expect("varmap lock");
-        for part in Part::ALL {
-            for var in part.trainable_vars(&varmap) {
-                let name = data
-                    .iter()
-                    .find(|(_, v)| v.as_tensor().id() == var.as_tensor().id())
-                    .map(|(k, _)| k.clone())
-                    .expect("every var is named");
-                params.push((name, var));
-            }
-        }
-    }
+    let params = trainable_params(&varmap, false);
     let mut opt = Optimizer::new(params, OptimizerConfig::paper()).expect("optimiser");
     let target = Tensor::rand(0f32, 1f32, (batch, 3, 64, 64), &device).expect("target");
     let source = Tensor::rand(0f32, 1f32, (batch, 3, 64, 64), &device).expect("source");

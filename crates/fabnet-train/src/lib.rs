@@ -63,6 +63,6 @@ pub use config::TrainConfig;
 pub use curriculum::{Curriculum, CurriculumConfig, ScheduleEvent};
 pub use optim::{Optimizer, OptimizerConfig};
 pub use trainer::{
-    batch_tensors, loss_curve, model_config, reconstruction_grid, train, validate, RunOptions,
-    TrainSummary,
+    batch_tensors, loss_curve, model_config, reconstruction_grid, train, trainable_params,
+    validate, RunOptions, TrainSummary,
 };

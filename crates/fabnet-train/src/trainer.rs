@@ -60,9 +60,10 @@ pub fn model_config(preset: &str) -> Result<ModelConfig, TrainError> {
     config.map_err(|e| TrainError::Config(e.to_string()))
 }
 
-/// The parameters the optimiser updates, by official key: everything
-/// trainable, less the flow decoder when it is frozen.
-fn trainable(varmap: &VarMap, freeze_flow: bool) -> Vec<(String, candle_core::Var)> {
+/// The parameters an optimiser updates, by official key: everything
+/// trainable (not BatchNorm running statistics), less the flow decoder when
+/// it is frozen.
+pub fn trainable_params(varmap: &VarMap, freeze_flow: bool) -> Vec<(String, candle_core::Var)> {
     let mut out = Vec::new();
     for part in Part::ALL {
         if freeze_flow && part == Part::FlowDecoder {
@@ -229,7 +230,10 @@ pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, 
 
     // Model, optimiser and schedule: fresh, from `init_from`, or resumed.
     let (model, varmap) = FabNet::init(&model_cfg, config.seed, &device)?;
-    let mut optimizer = Optimizer::new(trainable(&varmap, config.freeze_flow), config.optimizer)?;
+    let mut optimizer = Optimizer::new(
+        trainable_params(&varmap, config.freeze_flow),
+        config.optimizer,
+    )?;
     let mut curriculum = Curriculum::new(config.curriculum);
     let (mut step, mut epoch, mut batch_in_epoch) = (0u64, 0u64, 0u64);
     let resume_from = if options.resume {

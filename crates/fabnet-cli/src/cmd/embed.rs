@@ -119,6 +119,10 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let batch = args.batch_size as usize;
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create the output folder {}", parent.display()))?;
+    }
     let mut sink = Sink::create(&args.out, embedder.dim())?;
     let (index, failures) = if kind == InputKind::Video {
         let sampling = match (args.fps, args.every) {
