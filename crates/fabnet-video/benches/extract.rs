@@ -3,7 +3,8 @@
 //! Command: `cargo bench -p fabnet-video --bench extract` (the lead's `cargo xtask bench` runs it).
 //! Writes `target/fabnet-bench/extract.json`. Environment: `FABNET_BENCH_CLIP` picks the clip
 //! (default `../shared/data/real/videos/lp_d13.mp4`, 720x1280 h264, else a synthetic 640x480
-//! clip), `FABNET_BENCH_REPS` the repetitions (default 3; the best time counts).
+//! clip), `FABNET_BENCH_REPS` the repetitions (default 3; the best time counts). It also
+//! prints each side's mean CPU seconds per run, which a busy machine disturbs less than wall time.
 //!
 //! Both sides crop the same fixed square (the track box of a one-track file), scale it to
 //! 256x256 and write high-quality JPEGs (both FFmpeg's mjpeg at `-q:v 2`), using all cores.
@@ -41,6 +42,21 @@ fn clip(tmp: &Path) -> PathBuf {
     path
 }
 
+/// CPU seconds (user + system) of this process and of its waited-for children, from
+/// `/proc/self/stat` (Linux only; zeros elsewhere). Under load, CPU time is steadier than wall time.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime is field 14 of the full line.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let tick = 100.0; // USER_HZ on Linux
+    let get = |i: usize| f.get(i).copied().unwrap_or(0.0) / tick;
+    (get(11) + get(12), get(13) + get(14))
+}
+
 fn best_of<F: FnMut() -> f64>(reps: usize, mut f: F) -> f64 {
     (0..reps).map(|_| f()).fold(f64::INFINITY, f64::min)
 }
@@ -76,6 +92,7 @@ fn main() {
     }
     std::fs::write(tracks.join("id/clip/00001.txt"), text).expect("write track");
     let plan = plan_tracked(&videos, &tracks).expect("plan");
+    let cpu0 = cpu_seconds();
     let ours_s = best_of(reps, || {
         let out = tmp.path().join("ours");
         let _ = std::fs::remove_dir_all(&out);
@@ -91,7 +108,9 @@ fn main() {
         secs
     });
     let ours = frames / ours_s;
-    println!("ours:   {ours:8.1} frames/s ({ours_s:.3} s)");
+    let cpu1 = cpu_seconds();
+    let ours_cpu = (cpu1.0 - cpu0.0) / reps as f64;
+    println!("ours:   {ours:8.1} frames/s ({ours_s:.3} s; {ours_cpu:.3} cpu s per run)");
 
     let ffmpeg_s = {
         let probe = Command::new("ffmpeg").arg("-version").output();
@@ -124,9 +143,13 @@ fn main() {
             None
         }
     };
+    let ffmpeg_cpu = (cpu_seconds().1 - cpu1.1) / reps as f64;
     let reference = ffmpeg_s.map(|s| frames / s);
     if let Some(r) = reference {
-        println!("ffmpeg: {r:8.1} frames/s ({:.3} s)", frames / r);
+        println!(
+            "ffmpeg: {r:8.1} frames/s ({:.3} s; {ffmpeg_cpu:.3} cpu s per run)",
+            frames / r
+        );
         println!("ratio ours/ffmpeg: {:.2}", ours / r);
     }
 
@@ -146,7 +169,8 @@ fn main() {
             "lower_is_better": false,
         }],
         "notes": format!(
-            "wall clock, best of {reps}, {} cores; both sides decode, crop, scale and write jpgs",
+            "wall clock, best of {reps}, {} cores; both sides decode, crop, scale and write jpgs; \
+             mean cpu s per run: ours {ours_cpu:.3}, ffmpeg {ffmpeg_cpu:.3}",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         ),
     });
