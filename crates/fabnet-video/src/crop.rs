@@ -226,11 +226,16 @@ pub fn resample(
         8 => horizontal::<8>,
         _ => horizontal_any,
     };
+    // Rounding a whole row at once, apart from the filtering, lets it vectorise.
+    let mut sums = vec![0f32; out_w as usize * 3];
     for (src, dst) in tmp
         .chunks_exact(row_w)
         .zip(out_buf.chunks_exact_mut(out_w as usize * 3))
     {
-        row_fn(src, &starts, &weights, n, dst);
+        row_fn(src, &starts, &weights, n, &mut sums);
+        for (d, &v) in dst.iter_mut().zip(&sums) {
+            *d = to_byte(v);
+        }
     }
     out
 }
@@ -243,8 +248,8 @@ fn to_byte(v: f32) -> u8 {
 }
 
 /// A horizontal pass over one row: filtered row, first-tap offsets, weights, taps per column,
-/// output row.
-type RowFn = fn(&[f32], &[usize], &[f32], usize, &mut [u8]);
+/// output row (interleaved RGB, before rounding).
+type RowFn = fn(&[f32], &[usize], &[f32], usize, &mut [f32]);
 
 /// One output row from one filtered row: `N` taps per column, weights `(out_w, N)` row-major,
 /// `starts` the first tap's offset (in floats) into `src` per column.
@@ -253,7 +258,7 @@ fn horizontal<const N: usize>(
     starts: &[usize],
     weights: &[f32],
     _n: usize,
-    dst: &mut [u8],
+    dst: &mut [f32],
 ) {
     for ((px, &s), w) in dst
         .chunks_exact_mut(3)
@@ -267,14 +272,12 @@ fn horizontal<const N: usize>(
             acc[1] += w[k] * span[3 * k + 1];
             acc[2] += w[k] * span[3 * k + 2];
         }
-        px[0] = to_byte(acc[0]);
-        px[1] = to_byte(acc[1]);
-        px[2] = to_byte(acc[2]);
+        px.copy_from_slice(&acc);
     }
 }
 
 /// [`horizontal`] with a run-time tap count.
-fn horizontal_any(src: &[f32], starts: &[usize], weights: &[f32], n: usize, dst: &mut [u8]) {
+fn horizontal_any(src: &[f32], starts: &[usize], weights: &[f32], n: usize, dst: &mut [f32]) {
     for ((px, &s), w) in dst
         .chunks_exact_mut(3)
         .zip(starts)
@@ -286,9 +289,7 @@ fn horizontal_any(src: &[f32], starts: &[usize], weights: &[f32], n: usize, dst:
             acc[1] += wk * v[1];
             acc[2] += wk * v[2];
         }
-        px[0] = to_byte(acc[0]);
-        px[1] = to_byte(acc[1]);
-        px[2] = to_byte(acc[2]);
+        px.copy_from_slice(&acc);
     }
 }
 
