@@ -45,7 +45,7 @@ pub fn install(packages: &[&str]) -> Result<()> {
     eprintln!("xtask setup: installing {}", missing.join(" "));
     let sudo = !is_root();
     apt(sudo, &["update", "-q"])?;
-    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    let mut args = vec!["install", "-y", "-q"];
     args.extend(&missing);
     apt(sudo, &args)?;
     let still: Vec<&str> = missing
