@@ -12,7 +12,8 @@ use crate::{
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use fabnet_core::model::{
-    curriculum_loss, per_sample_l1, FabNet, ModelConfig, Part, Reconstruction,
+    curriculum_loss, per_sample_l1, set_varmap, FabNet, ModelConfig, Part, Reconstruction,
+    StateDict,
 };
 use fabnet_data::{Batch, DatasetIndex, Loader, LoaderConfig, Split, SplitFractions};
 use image::RgbImage;
@@ -94,41 +95,20 @@ fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
         .collect()
 }
 
-/// Overwrites the model's vars with the same-named tensors of a checkpoint;
-/// every model var must be present with its shape, or nothing is written.
+/// Overwrites the model's vars with the model tensors of a checkpoint (its
+/// `optim.*` state aside); they must fit the model exactly, or nothing is written.
 fn restore_model(
+    model_cfg: &ModelConfig,
     varmap: &VarMap,
     tensors: &HashMap<String, Tensor>,
     origin: &Path,
 ) -> Result<(), TrainError> {
-    let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
-    let mut problems = Vec::new();
-    for (name, var) in data.iter() {
-        match tensors.get(name) {
-            None => problems.push(format!("missing `{name}`")),
-            Some(t) if t.dims() != var.dims() => problems.push(format!(
-                "`{name}` has shape {:?}, the model needs {:?}",
-                t.dims(),
-                var.dims()
-            )),
-            Some(_) => {}
-        }
-    }
-    if !problems.is_empty() {
-        return Err(TrainError::Checkpoint(format!(
-            "{} does not fit the model: {}",
-            origin.display(),
-            problems.join(", ")
-        )));
-    }
-    for (name, var) in data.iter() {
-        var.set(
-            &tensors[name]
-                .to_dtype(var.dtype())?
-                .to_device(var.device())?,
-        )?;
-    }
-    Ok(())
+    let state: StateDict = tensors
+        .iter()
+        .filter(|(k, _)| !k.starts_with("optim."))
+        .map(|(k, t)| (k.clone(), t.clone()))
+        .collect();
+    Ok(set_varmap(model_cfg, varmap, &state, origin)?)
 }
 
 /// The metrics log: one JSON object per line, appended and flushed as the
@@ -251,14 +231,14 @@ pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, 
                 config.sources
             )));
         }
-        restore_model(&varmap, &ckpt.tensors, json)?;
+        restore_model(&model_cfg, &varmap, &ckpt.tensors, json)?;
         optimizer.load_state(&ckpt.tensors)?;
         curriculum = ckpt.meta.curriculum;
         (step, epoch, batch_in_epoch) = (ckpt.meta.step, ckpt.meta.epoch, ckpt.meta.batch_in_epoch);
         tracing::info!(step, epoch, "resuming from {}", json.display());
     } else if let Some(init) = &config.init_from {
         let ckpt = load_checkpoint(init, &device)?;
-        restore_model(&varmap, &ckpt.tensors, init)?;
+        restore_model(&model_cfg, &varmap, &ckpt.tensors, init)?;
         // The multi-source stage keeps the window the 1-source stage reached.
         curriculum = Curriculum {
             config: config.curriculum,

@@ -85,6 +85,26 @@ pub enum Sampling {
     Fps(f64),
 }
 
+impl Sampling {
+    /// Whether frame `i` of a video decoded frame by frame (indices 0, 1, 2, …)
+    /// is kept, given the video's frame rate.
+    pub fn keeps_frame(self, i: u64, video_fps: f64) -> bool {
+        match self {
+            Sampling::All => true,
+            Sampling::Every(k) => i.is_multiple_of(k.max(1)),
+            Sampling::Fps(rate) => {
+                i == 0 || fps_slot(i, rate, video_fps) != fps_slot(i - 1, rate, video_fps)
+            }
+        }
+    }
+}
+
+/// The `1/rate`-second slot that video frame `frame` falls in; the epsilon
+/// keeps frames exactly on a slot boundary in the later slot.
+fn fps_slot(frame: u64, rate: f64, video_fps: f64) -> i64 {
+    (frame as f64 * rate / video_fps + 1e-9).floor() as i64
+}
+
 /// Output image format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
@@ -391,7 +411,7 @@ fn subsample(frames: &[u64], sampling: Sampling, fps: f64) -> Vec<usize> {
             let mut last_slot = None;
             let mut keep = Vec::new();
             for (i, &f) in frames.iter().enumerate() {
-                let slot = (f as f64 * rate / fps + 1e-9).floor() as i64;
+                let slot = fps_slot(f, rate, fps);
                 if last_slot != Some(slot) {
                     keep.push(i);
                     last_slot = Some(slot);
@@ -551,14 +571,7 @@ fn extract_video_with(
 
     let fps = info.fps;
     let sampling = config.sampling;
-    let whole_frame_wanted = |i: u64| match sampling {
-        Sampling::All => true,
-        Sampling::Every(k) => i.is_multiple_of(k.max(1)),
-        Sampling::Fps(rate) => {
-            let slot = |j: u64| (j as f64 * rate / fps + 1e-9).floor() as i64;
-            i == 0 || slot(i) != slot(i - 1)
-        }
-    };
+    let whole_frame_wanted = |i: u64| sampling.keeps_frame(i, fps);
     let batch_len = rayon::current_num_threads().max(2) * 4;
     let result = (|| -> Result<(), ExtractError> {
         // Decodes the next `batch_len` wanted frames into `batch`; true at the end of the video.

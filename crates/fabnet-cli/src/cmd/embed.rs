@@ -19,7 +19,7 @@ use clap::ValueEnum;
 use fabnet_data::DatasetIndex;
 use fabnet_probe::embeddings::write_safetensors;
 use fabnet_probe::{EmbeddingIndex, NpyWriter};
-use fabnet_video::VideoDecoder;
+use fabnet_video::{Sampling, VideoDecoder};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -128,7 +128,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         let sampling = match (args.fps, args.every) {
             (Some(r), _) => Sampling::Fps(r),
             (None, Some(k)) => Sampling::Every(k),
-            (None, None) => Sampling::Every(1),
+            (None, None) => Sampling::All,
         };
         let video = args.input.to_string_lossy().into_owned();
         let mut frames = Vec::new();
@@ -396,28 +396,6 @@ pub fn embed_files(
     Ok(failures)
 }
 
-/// Which frames of a video are embedded.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Sampling {
-    /// Every k-th decoded frame, starting with frame 0 (k ≥ 1).
-    Every(u64),
-    /// The first frame of each `1/r`-second slot (needs the container's frame rate).
-    Fps(f64),
-}
-
-impl Sampling {
-    fn keeps(self, i: u64, video_fps: f64) -> bool {
-        match self {
-            Sampling::Every(k) => i.is_multiple_of(k.max(1)),
-            Sampling::Fps(rate) => {
-                // The same slot rule as `fabnet extract --fps`.
-                let slot = |j: u64| (j as f64 * rate / video_fps + 1e-9).floor() as i64;
-                i == 0 || slot(i) != slot(i - 1)
-            }
-        }
-    }
-}
-
 /// Embeds the selected frames of one video; `sink` gets their 0-based frame numbers and rows. A
 /// decoding error part-way ends the video: it is returned as a failure message (with any frames
 /// that could not be cropped) after the frames before it are embedded.
@@ -450,7 +428,7 @@ pub fn embed_video(
                 let mut frames: Vec<(u64, RgbImage)> = Vec::with_capacity(batch);
                 let mut error = None;
                 while frames.len() < batch {
-                    match decoder.next_selected(&mut |i| sampling.keeps(i, info.fps)) {
+                    match decoder.next_selected(&mut |i| sampling.keeps_frame(i, info.fps)) {
                         Ok(Some(f)) => match RgbImage::from_raw(f.width, f.height, f.data) {
                             Some(img) => frames.push((f.index, img)),
                             None => {

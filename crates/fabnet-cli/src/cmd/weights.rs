@@ -73,13 +73,7 @@ impl ModelArgs {
             .clone()
             .or(recorded)
             .unwrap_or_else(|| "paper".to_string());
-        let path = Path::new(&name);
-        let config = if path.extension().is_some_and(|e| e == "toml") {
-            ModelConfig::from_toml_file(path)
-        } else {
-            ModelConfig::preset(&name)
-        };
-        config.with_context(|| format!("model preset {name:?}"))
+        fabnet_train::model_config(&name).with_context(|| format!("model preset {name:?}"))
     }
 }
 

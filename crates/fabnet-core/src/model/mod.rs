@@ -45,7 +45,7 @@ pub use init::init_varmap;
 pub use loss::{curriculum_loss, curriculum_window, per_sample_l1};
 pub use spec::{ParamKind, ParamSpec, Part};
 pub use weights::{
-    check_state_dict, load_into_varmap, load_state_dict, read_state_dict, save_varmap,
+    check_state_dict, load_into_varmap, load_state_dict, read_state_dict, save_varmap, set_varmap,
     ShapeMismatch, StateDict, StateDictReport,
 };
 

@@ -226,6 +226,24 @@ pub fn load_into_varmap(
     path: &Path,
 ) -> Result<(), ModelError> {
     let state = load_state_dict(config, path)?;
+    set_varmap(config, varmap, &state, path)
+}
+
+/// Overwrites the vars of `varmap` with `state` (read from `origin`, which
+/// errors name). Both must fit `config` exactly, or nothing is written.
+pub fn set_varmap(
+    config: &ModelConfig,
+    varmap: &VarMap,
+    state: &StateDict,
+    origin: &Path,
+) -> Result<(), ModelError> {
+    let report = check_state_dict(config, state);
+    if !report.is_clean() {
+        return Err(ModelError::StateDictMismatch {
+            path: origin.to_owned(),
+            report,
+        });
+    }
     let data = varmap
         .data()
         .lock()
@@ -240,13 +258,13 @@ pub fn load_into_varmap(
     }
     // Convert everything first so that a failure cannot leave a half-loaded map.
     let mut converted = Vec::with_capacity(state.len());
-    for (name, tensor) in &state {
+    for (name, tensor) in state {
         let var = &data[name];
         let t = tensor
             .to_dtype(var.dtype())
             .and_then(|t| t.to_device(var.device()))
             .map_err(|source| ModelError::Read {
-                path: path.to_owned(),
+                path: origin.to_owned(),
                 source,
             })?;
         converted.push((var, t));
