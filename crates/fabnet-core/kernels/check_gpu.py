@@ -9,7 +9,9 @@ tensor's scale < 1e-5) and fp64 (< 1e-10). Then times both on the benchmark
 shapes. Prints one JSON object; exits 0 when every check passes, 1 when one
 fails, 2 when CuPy or a CUDA device is missing.
 
-Run: python3 crates/fabnet-core/kernels/check_gpu.py [--no-timing]
+Run: python3 crates/fabnet-core/kernels/check_gpu.py [--no-timing] [--ptx FILE]
+With --ptx, the kernels come from a PTX file that nvcc made (as build.rs does)
+instead of NVRTC.
 Needs: a CUDA GPU, torch with CUDA, cupy.
 
 Without a GPU, `--emulate-cpu` compiles warp.cu with g++ and
@@ -44,18 +46,22 @@ def rel_err(ours, expected):
 
 
 class Kernels:
-    def __init__(self, cp):
+    def __init__(self, cp, ptx=None):
         self.cp = cp
-        with open(os.path.join(HERE, "warp.cu")) as f:
-            src = f.read()
-        self.module = cp.RawModule(code=src, options=("-std=c++14",))
+        if ptx:
+            # The artifact build.rs makes: nvcc --ptx, loaded by the driver.
+            self.module = cp.RawModule(path=ptx)
+        else:
+            with open(os.path.join(HERE, "warp.cu")) as f:
+                src = f.read()
+            self.module = cp.RawModule(code=src, options=("-std=c++14",))
 
     def launch(self, name, work_items, args):
         cp = self.cp
         blocks = max(1, min((work_items + THREADS - 1) // THREADS, 1 << 20))
         fn = self.module.get_function(name)
         # Run on torch's current stream so ordering with torch ops holds.
-        stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+        stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)  # noqa: deprecated in CuPy 14, still works
         with stream:
             fn((blocks,), (THREADS,), args)
 
@@ -304,9 +310,10 @@ def main():
         if not torch.cuda.is_available():
             print(json.dumps({"ok": False, "error": "torch sees no CUDA device"}))
             return 2
-        k = Kernels(cp)
+        ptx = sys.argv[sys.argv.index("--ptx") + 1] if "--ptx" in sys.argv else None
+        k = Kernels(cp, ptx)
         versions = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                    "cupy": cp.__version__}
+                    "cupy": cp.__version__, "kernels": f"nvcc PTX {ptx}" if ptx else "NVRTC"}
     gen = torch.Generator(device=DEVICE).manual_seed(0)
     checks = []
     for dtype in (torch.float32, torch.float64):
