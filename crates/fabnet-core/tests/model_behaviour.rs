@@ -270,3 +270,54 @@ fn bad_inputs_are_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn skipping_the_single_source_mask_changes_no_output_or_gradient() {
+    let (target, source) = (images(3, 1), images(3, 2));
+    let run = |skip: bool| {
+        let (mut model, varmap) = FabNet::init(&nf4(), 9, &Device::Cpu).unwrap();
+        model.set_single_source_mask(!skip);
+        let out = model
+            .reconstruct(&target, std::slice::from_ref(&source), true)
+            .unwrap();
+        let loss = per_sample_l1(&out.fused, &target)
+            .unwrap()
+            .mean_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let named: Vec<(String, Option<Tensor>)> = {
+            let data = varmap.data().lock().unwrap();
+            let mut names: Vec<&String> = data.keys().collect();
+            names.sort();
+            names
+                .into_iter()
+                .map(|k| (k.clone(), grads.get(data[k].as_tensor()).cloned()))
+                .collect()
+        };
+        let mask_mean: Vec<f32> = varmap.data().lock().unwrap()["mask.3.running_mean"]
+            .as_tensor()
+            .to_vec1()
+            .unwrap();
+        (out, named, mask_mean)
+    };
+    let (full, full_grads, full_mask) = run(false);
+    let (fast, fast_grads, fast_mask) = run(true);
+    assert_eq!(max_abs_diff(&full.fused, &fast.fused), 0.0);
+    assert_eq!(fast.masks.len(), 1);
+    assert_eq!(fast.masks[0].dims(), [3, 1, 32, 32]);
+    for ((name, a), (_, b)) in full_grads.iter().zip(&fast_grads) {
+        match (a, b) {
+            (Some(a), Some(b)) => assert_eq!(max_abs_diff(a, b), 0.0, "{name}"),
+            // The mask decoder gets no gradient either way.
+            (a, b) => assert!(
+                a.as_ref()
+                    .is_none_or(|a| max_abs_diff(a, &a.zeros_like().unwrap()) == 0.0)
+                    && b.is_none(),
+                "{name}"
+            ),
+        }
+    }
+    // Only the mask decoder's statistics tell the two apart.
+    assert!(full_mask.iter().any(|&v| v != 0.0));
+    assert!(fast_mask.iter().all(|&v| v == 0.0));
+}

@@ -167,12 +167,22 @@ impl ModelConfig {
     /// padding 1, each after a ×2 upsample; BN and ReLU follow every conv but
     /// the last (tanh).
     pub(crate) fn decoder_plan(&self, out_channels: usize) -> Vec<ConvPlan> {
+        self.decoder_plan_from(2 * self.embedding_dim, out_channels)
+    }
+
+    /// A decoder plan whose first conv takes `in_channels` (FAb-Net's take
+    /// the `2E` [source, target] code; the autoencoder baseline's take `E`).
+    pub(crate) fn decoder_plan_from(
+        &self,
+        in_channels: usize,
+        out_channels: usize,
+    ) -> Vec<ConvPlan> {
         let hidden: Vec<usize> = DECODER_MULTIPLES[DECODER_MULTIPLES.len() + 1 - self.levels()..]
             .iter()
             .map(|m| m * self.base_width)
             .collect();
         let mut plan = Vec::with_capacity(hidden.len() + 1);
-        let mut cin = 2 * self.embedding_dim;
+        let mut cin = in_channels;
         // nn.Sequential indices: relu, then (upsample, conv, bn, relu) per
         // hidden block, then upsample, conv, tanh.
         for (k, &w) in hidden.iter().enumerate() {

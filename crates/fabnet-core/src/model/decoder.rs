@@ -29,8 +29,20 @@ impl Decoder {
         prefix: &str,
         vb: &VarBuilder,
     ) -> Result<Self> {
+        Self::with_input(config, 2 * config.embedding_dim, out_channels, prefix, vb)
+    }
+
+    /// A decoder whose input code has `in_channels` channels instead of
+    /// FAb-Net's `2E` (the autoencoder baseline feeds the `E`-d embedding).
+    pub fn with_input(
+        config: &ModelConfig,
+        in_channels: usize,
+        out_channels: usize,
+        prefix: &str,
+        vb: &VarBuilder,
+    ) -> Result<Self> {
         let vb = vb.pp(prefix);
-        let plan = config.decoder_plan(out_channels);
+        let plan = config.decoder_plan_from(in_channels, out_channels);
         let last = plan.len() - 1;
         let blocks = plan
             .iter()
@@ -50,7 +62,7 @@ impl Decoder {
         })
     }
 
-    /// Maps `(N, 2E, 1, 1)` codes to `(N, out_channels, S, S)` in (-1, 1).
+    /// Maps `(N, C_in, 1, 1)` codes to `(N, out_channels, S, S)` in (-1, 1).
     /// One call is one BatchNorm batch.
     pub fn forward_t(&self, z: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = leaky_relu(z, 0.0)?;

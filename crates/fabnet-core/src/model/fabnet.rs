@@ -37,6 +37,7 @@ pub struct FabNet {
     encoder: Encoder,
     decoder: Decoder,
     mask: Decoder,
+    single_source_mask: bool,
 }
 
 impl FabNet {
@@ -50,6 +51,7 @@ impl FabNet {
             encoder: Encoder::new(config, &vb)?,
             decoder: Decoder::new(config, 2, "decoder", &vb)?,
             mask: Decoder::new(config, 1, "mask", &vb)?,
+            single_source_mask: true,
         })
     }
 
@@ -63,6 +65,15 @@ impl FabNet {
         let varmap = init_varmap(config, seed, device)?;
         let model = Self::new(config, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
         Ok((model, varmap))
+    }
+
+    /// Whether [`FabNet::reconstruct`] runs the mask decoder when given one source (the default,
+    /// as the authors' code does). Its output then has fusion weight exactly 1 and gets no
+    /// gradient, so skipping it changes neither the reconstruction nor any gradient; it only
+    /// leaves the mask decoder's BatchNorm statistics untouched and saves about a third of a
+    /// 1-source step. [`Reconstruction::masks`] then holds zeros.
+    pub fn set_single_source_mask(&mut self, run: bool) {
+        self.single_source_mask = run;
     }
 
     /// The configuration the model was built with.
@@ -130,7 +141,16 @@ impl FabNet {
         for source in sources {
             let code = Tensor::cat(&[&self.encoder.forward_t(source, train)?, &target_code], 1)?;
             let flow = self.decoder.forward_t(&code, train)?;
-            masks.push(self.mask.forward_t(&code, train)?);
+            if n > 1 || self.single_source_mask {
+                masks.push(self.mask.forward_t(&code, train)?);
+            } else {
+                let (b, _, h, w) = source.dims4()?;
+                masks.push(Tensor::zeros(
+                    (b, 1, h, w),
+                    source.dtype(),
+                    source.device(),
+                )?);
+            }
             let grid = flow
                 .permute((0, 2, 3, 1))?
                 .broadcast_add(&identity)?

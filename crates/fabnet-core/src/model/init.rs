@@ -3,7 +3,7 @@
 //! β = 0, running mean 0 and running variance 1.
 
 use super::config::{GammaInit, ModelConfig};
-use super::spec::ParamKind;
+use super::spec::{ParamKind, ParamSpec};
 use super::ModelError;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -14,6 +14,18 @@ use rand_chacha::ChaCha8Rng;
 /// buffers, official keys), initialised from `seed`: the same seed gives the
 /// same weights on every machine.
 pub fn init_varmap(config: &ModelConfig, seed: u64, device: &Device) -> Result<VarMap, ModelError> {
+    init_specs(config, &config.param_specs(), seed, device)
+}
+
+/// A [`VarMap`] holding the tensors `specs` names (e.g.
+/// [`ModelConfig::autoencoder_param_specs`]), initialised from `seed` as
+/// [`init_varmap`] does.
+pub fn init_specs(
+    config: &ModelConfig,
+    specs: &[ParamSpec],
+    seed: u64,
+    device: &Device,
+) -> Result<VarMap, ModelError> {
     config.validate()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let varmap = VarMap::new();
@@ -22,7 +34,7 @@ pub fn init_varmap(config: &ModelConfig, seed: u64, device: &Device) -> Result<V
             .data()
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for spec in config.param_specs() {
+        for spec in specs {
             let n = spec.numel();
             let values: Vec<f32> = match spec.kind {
                 ParamKind::ConvWeight | ParamKind::ConvBias => {
@@ -37,7 +49,7 @@ pub fn init_varmap(config: &ModelConfig, seed: u64, device: &Device) -> Result<V
                 ParamKind::RunningVar => vec![1.0; n],
             };
             let tensor = Tensor::from_vec(values, spec.shape.as_slice(), device)?;
-            data.insert(spec.name, Var::from_tensor(&tensor)?);
+            data.insert(spec.name.clone(), Var::from_tensor(&tensor)?);
         }
     }
     Ok(varmap)

@@ -24,6 +24,7 @@
 //! ```
 
 mod act;
+mod autoencoder;
 mod config;
 mod conv;
 mod decoder;
@@ -36,17 +37,18 @@ mod spec;
 mod weights;
 
 pub use act::leaky_relu;
+pub use autoencoder::Autoencoder;
 pub use config::{GammaInit, ModelConfig};
 pub use conv::conv2d;
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use fabnet::{FabNet, Reconstruction};
-pub use init::init_varmap;
+pub use init::{init_specs, init_varmap};
 pub use loss::{curriculum_loss, curriculum_window, per_sample_l1};
 pub use spec::{ParamKind, ParamSpec, Part};
 pub use weights::{
-    check_state_dict, load_into_varmap, load_state_dict, read_state_dict, save_varmap, set_varmap,
-    ShapeMismatch, StateDict, StateDictReport,
+    check_state_dict, check_state_dict_specs, load_into_varmap, load_state_dict, read_state_dict,
+    save_varmap, set_varmap, set_varmap_specs, ShapeMismatch, StateDict, StateDictReport,
 };
 
 use std::path::PathBuf;

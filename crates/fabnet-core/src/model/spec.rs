@@ -15,10 +15,13 @@ pub enum Part {
     FlowDecoder,
     /// The confidence (mask) decoder (`mask.*`, 1 output channel).
     MaskDecoder,
+    /// The autoencoder baseline's image decoder (`autoencoder.*`, 3 output
+    /// channels, fed the embedding alone); not part of FAb-Net.
+    ImageDecoder,
 }
 
 impl Part {
-    /// All parts, in state-dict order.
+    /// FAb-Net's parts, in state-dict order.
     pub const ALL: [Part; 3] = [Part::Encoder, Part::FlowDecoder, Part::MaskDecoder];
 
     /// The key prefix of the part's tensors, without the trailing dot.
@@ -27,6 +30,7 @@ impl Part {
             Part::Encoder => "encoder",
             Part::FlowDecoder => "decoder",
             Part::MaskDecoder => "mask",
+            Part::ImageDecoder => "autoencoder",
         }
     }
 
@@ -149,6 +153,20 @@ impl ModelConfig {
         }
         for conv in self.decoder_plan(1) {
             push_conv(&mut specs, Part::MaskDecoder, &conv);
+        }
+        specs
+    }
+
+    /// Every tensor of the autoencoder baseline: FAb-Net's encoder, then an
+    /// image decoder with FAb-Net's decoder widths fed the `E`-d embedding
+    /// alone, ending in 3 channels.
+    pub fn autoencoder_param_specs(&self) -> Vec<ParamSpec> {
+        let mut specs = Vec::new();
+        for conv in self.encoder_plan() {
+            push_conv(&mut specs, Part::Encoder, &conv);
+        }
+        for conv in self.decoder_plan_from(self.embedding_dim, 3) {
+            push_conv(&mut specs, Part::ImageDecoder, &conv);
         }
         specs
     }

@@ -6,6 +6,7 @@
 
 use super::config::ModelConfig;
 use super::fabnet::FabNet;
+use super::spec::ParamSpec;
 use super::ModelError;
 use candle_core::pickle::PthTensors;
 use candle_core::{DType, Device, Tensor};
@@ -89,9 +90,14 @@ impl fmt::Display for StateDictReport {
 /// Compares `state` with the tensors `config` needs (parameters and
 /// BatchNorm running statistics).
 pub fn check_state_dict(config: &ModelConfig, state: &StateDict) -> StateDictReport {
-    let specs = config.param_specs();
+    check_state_dict_specs(&config.param_specs(), state)
+}
+
+/// [`check_state_dict`] against any list of tensors, e.g.
+/// [`ModelConfig::autoencoder_param_specs`].
+pub fn check_state_dict_specs(specs: &[ParamSpec], state: &StateDict) -> StateDictReport {
     let mut report = StateDictReport::default();
-    for spec in &specs {
+    for spec in specs {
         match state.get(&spec.name) {
             None => report.missing.push(spec.name.clone()),
             Some(t) if t.dims() != spec.shape.as_slice() => report.mismatched.push(ShapeMismatch {
@@ -237,7 +243,18 @@ pub fn set_varmap(
     state: &StateDict,
     origin: &Path,
 ) -> Result<(), ModelError> {
-    let report = check_state_dict(config, state);
+    set_varmap_specs(&config.param_specs(), varmap, state, origin)
+}
+
+/// [`set_varmap`] for any list of tensors, e.g. the autoencoder baseline's
+/// [`ModelConfig::autoencoder_param_specs`].
+pub fn set_varmap_specs(
+    specs: &[ParamSpec],
+    varmap: &VarMap,
+    state: &StateDict,
+    origin: &Path,
+) -> Result<(), ModelError> {
+    let report = check_state_dict_specs(specs, state);
     if !report.is_clean() {
         return Err(ModelError::StateDictMismatch {
             path: origin.to_owned(),
@@ -252,7 +269,7 @@ pub fn set_varmap(
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
-    let report = check_state_dict(config, &as_state);
+    let report = check_state_dict_specs(specs, &as_state);
     if !report.is_clean() {
         return Err(ModelError::VarMapMismatch { report });
     }
