@@ -59,10 +59,10 @@ impl TrainError {
 }
 
 pub use checkpoint::{load_checkpoint, Checkpoint, CheckpointDir, CheckpointMeta};
-pub use config::TrainConfig;
+pub use config::{Objective, TrainConfig};
 pub use curriculum::{Curriculum, CurriculumConfig, ScheduleEvent};
 pub use optim::{Optimizer, OptimizerConfig};
 pub use trainer::{
-    batch_tensors, loss_curve, model_config, reconstruction_grid, train, trainable_params,
-    validate, RunOptions, TrainSummary,
+    autoencoder_grid, batch_tensors, loss_curve, model_config, reconstruction_grid, train,
+    trainable_params, validate, Network, Output, RunOptions, TrainSummary,
 };

@@ -312,7 +312,11 @@ pub fn bar_chart(
 ) -> RgbImage {
     let (w, h) = (160 + 130 * categories.len().max(1) as u32, 520u32);
     let mut img = RgbImage::from_pixel(w, h, WHITE);
-    let (left, right, top, bottom) = (80i64, w as i64 - 20, 70i64, h as i64 - 60);
+    // The legend sits under the title, as many 170-px entries per row as fit.
+    let (left, right) = (80i64, w as i64 - 20);
+    let per_row = (((right - left) / 170).max(1)) as usize;
+    let legend_rows = methods.len().div_ceil(per_row) as i64;
+    let (top, bottom) = (58 + 12 * legend_rows, h as i64 - 60);
     title_text(&mut img, left, 12, title);
     draw_text(&mut img, 5, top - 20, y_label, 1, BLACK);
     let max = values
@@ -384,7 +388,6 @@ pub fn bar_chart(
             BLACK,
         );
     }
-    let per_row = (((right - left) / 170).max(1)) as usize;
     for (mi, m) in methods.iter().enumerate() {
         let lx = left + 10 + (mi % per_row) as i64 * 170;
         let ly = 38 + (mi / per_row) as i64 * 12;

@@ -1,19 +1,20 @@
 //! The training loop of §4: sample a batch, reconstruct each target from its
 //! sources, back-propagate the curriculum window of the per-sample L1, and
-//! validate on held-out identities after every epoch. It checkpoints every K
-//! steps, logs metrics as JSONL, draws reconstruction grids, and resumes a
-//! run exactly from its newest checkpoint.
+//! validate on held-out identities after every epoch (or every K steps). It
+//! checkpoints every K steps, logs metrics as JSONL, draws reconstruction
+//! grids, and resumes a run exactly from its newest checkpoint. The same loop
+//! trains the autoencoder baseline, whose batches carry no sources.
 
 use crate::plot::{image_grid, line_plot, save_png, Series};
 use crate::{
-    load_checkpoint, CheckpointDir, CheckpointMeta, Curriculum, Optimizer, ScheduleEvent,
-    TrainConfig, TrainError,
+    load_checkpoint, CheckpointDir, CheckpointMeta, Curriculum, Objective, Optimizer,
+    ScheduleEvent, TrainConfig, TrainError,
 };
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use fabnet_core::model::{
-    curriculum_loss, per_sample_l1, set_varmap, FabNet, ModelConfig, Part, Reconstruction,
-    StateDict,
+    curriculum_loss, per_sample_l1, set_varmap_specs, Autoencoder, FabNet, ModelConfig, ParamSpec,
+    Part, Reconstruction, StateDict,
 };
 use fabnet_data::{Batch, DatasetIndex, Loader, LoaderConfig, Split, SplitFractions};
 use image::RgbImage;
@@ -50,6 +51,73 @@ pub struct TrainSummary {
     pub metrics: PathBuf,
 }
 
+/// The model a run trains.
+#[derive(Debug, Clone)]
+pub enum Network {
+    /// FAb-Net.
+    FabNet(FabNet),
+    /// The autoencoder baseline.
+    Autoencoder(Autoencoder),
+}
+
+/// What one forward pass produced, for pictures.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// FAb-Net's warps, masks and fused reconstruction.
+    FabNet(Reconstruction),
+    /// The autoencoder's reconstruction `(B, 3, S, S)`.
+    Autoencoder(Tensor),
+}
+
+impl Network {
+    /// A freshly initialised network for `objective` and its [`VarMap`].
+    pub fn init(
+        objective: Objective,
+        config: &ModelConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<(Self, VarMap), TrainError> {
+        Ok(match objective {
+            Objective::Fabnet => {
+                let (m, v) = FabNet::init(config, seed, device)?;
+                (Network::FabNet(m), v)
+            }
+            Objective::Autoencoder => {
+                let (m, v) = Autoencoder::init(config, seed, device)?;
+                (Network::Autoencoder(m), v)
+            }
+        })
+    }
+
+    /// Every tensor the network of `objective` holds.
+    pub fn specs(objective: Objective, config: &ModelConfig) -> Vec<ParamSpec> {
+        match objective {
+            Objective::Fabnet => config.param_specs(),
+            Objective::Autoencoder => config.autoencoder_param_specs(),
+        }
+    }
+
+    /// The per-sample L1 `(B,)` of reconstructing `target` (from `sources`
+    /// for FAb-Net, from itself for the autoencoder) and the outputs.
+    pub fn forward(
+        &self,
+        target: &Tensor,
+        sources: &[Tensor],
+        train: bool,
+    ) -> Result<(Tensor, Output), TrainError> {
+        Ok(match self {
+            Network::FabNet(m) => {
+                let out = m.reconstruct(target, sources, train)?;
+                (per_sample_l1(&out.fused, target)?, Output::FabNet(out))
+            }
+            Network::Autoencoder(m) => {
+                let out = m.reconstruct(target, train)?;
+                (per_sample_l1(&out, target)?, Output::Autoencoder(out))
+            }
+        })
+    }
+}
+
 /// Resolves a preset name or a model TOML path.
 pub fn model_config(preset: &str) -> Result<ModelConfig, TrainError> {
     let path = Path::new(preset);
@@ -62,11 +130,11 @@ pub fn model_config(preset: &str) -> Result<ModelConfig, TrainError> {
 }
 
 /// The parameters an optimiser updates, by official key: everything
-/// trainable (not BatchNorm running statistics), less the flow decoder when
-/// it is frozen.
+/// trainable (not BatchNorm running statistics) of FAb-Net or the
+/// autoencoder baseline, less the flow decoder when it is frozen.
 pub fn trainable_params(varmap: &VarMap, freeze_flow: bool) -> Vec<(String, candle_core::Var)> {
     let mut out = Vec::new();
-    for part in Part::ALL {
+    for part in Part::ALL.into_iter().chain([Part::ImageDecoder]) {
         if freeze_flow && part == Part::FlowDecoder {
             continue;
         }
@@ -98,7 +166,7 @@ fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
 /// Overwrites the model's vars with the model tensors of a checkpoint (its
 /// `optim.*` state aside); they must fit the model exactly, or nothing is written.
 fn restore_model(
-    model_cfg: &ModelConfig,
+    specs: &[ParamSpec],
     varmap: &VarMap,
     tensors: &HashMap<String, Tensor>,
     origin: &Path,
@@ -108,7 +176,7 @@ fn restore_model(
         .filter(|(k, _)| !k.starts_with("optim."))
         .map(|(k, t)| (k.clone(), t.clone()))
         .collect();
-    Ok(set_varmap(model_cfg, varmap, &state, origin)?)
+    Ok(set_varmap_specs(specs, varmap, &state, origin)?)
 }
 
 /// The metrics log: one JSON object per line, appended and flushed as the
@@ -177,7 +245,10 @@ pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, 
         .map_err(|e| TrainError::Data(e.to_string()))?;
     let loader_cfg = LoaderConfig {
         batch_size: config.batch_size,
-        num_views: config.sources + 1,
+        num_views: match config.objective {
+            Objective::Fabnet => config.sources + 1,
+            Objective::Autoencoder => 1,
+        },
         image_size: model_cfg.image_size as u32,
         seed: config.seed,
         jitter: true,
@@ -209,7 +280,11 @@ pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, 
     };
 
     // Model, optimiser and schedule: fresh, from `init_from`, or resumed.
-    let (model, varmap) = FabNet::init(&model_cfg, config.seed, &device)?;
+    let (mut model, varmap) = Network::init(config.objective, &model_cfg, config.seed, &device)?;
+    if let Network::FabNet(m) = &mut model {
+        m.set_single_source_mask(config.single_source_mask);
+    }
+    let specs = Network::specs(config.objective, &model_cfg);
     let mut optimizer = Optimizer::new(
         trainable_params(&varmap, config.freeze_flow),
         config.optimizer,
@@ -231,14 +306,14 @@ pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, 
                 config.sources
             )));
         }
-        restore_model(&model_cfg, &varmap, &ckpt.tensors, json)?;
+        restore_model(&specs, &varmap, &ckpt.tensors, json)?;
         optimizer.load_state(&ckpt.tensors)?;
         curriculum = ckpt.meta.curriculum;
         (step, epoch, batch_in_epoch) = (ckpt.meta.step, ckpt.meta.epoch, ckpt.meta.batch_in_epoch);
         tracing::info!(step, epoch, "resuming from {}", json.display());
     } else if let Some(init) = &config.init_from {
         let ckpt = load_checkpoint(init, &device)?;
-        restore_model(&model_cfg, &varmap, &ckpt.tensors, init)?;
+        restore_model(&specs, &varmap, &ckpt.tensors, init)?;
         // The multi-source stage keeps the window the 1-source stage reached.
         curriculum = Curriculum {
             config: config.curriculum,
@@ -281,8 +356,7 @@ pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, 
             let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
             let t0 = Instant::now();
             let (target, sources) = batch_tensors(&batch, &device)?;
-            let out = model.reconstruct(&target, &sources, true)?;
-            let per_sample = per_sample_l1(&out.fused, &target)?;
+            let (per_sample, out) = model.forward(&target, &sources, true)?;
             let per_values: Vec<f32> = per_sample.to_vec1()?;
             if per_values.iter().any(|v| !v.is_finite()) {
                 return Err(TrainError::NonFinite {
@@ -327,29 +401,40 @@ pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, 
                     .out
                     .join("pictures")
                     .join(format!("step-{step:08}.png"));
-                save_png(&reconstruction_grid(&target, &sources, &out, 4)?, &path)
-                    .map_err(|e| TrainError::io(&path, e))?;
+                let picture = match &out {
+                    Output::FabNet(r) => reconstruction_grid(&target, &sources, r, 4)?,
+                    Output::Autoencoder(y) => autoencoder_grid(&target, y, 4)?,
+                };
+                save_png(&picture, &path).map_err(|e| TrainError::io(&path, e))?;
+            }
+            // Validation comes before the checkpoint so that the saved
+            // schedule already holds its result.
+            if config.validate_every > 0 && step % config.validate_every == 0 {
+                validate_and_schedule(
+                    &model,
+                    validation.as_ref(),
+                    config.validation_batches,
+                    (step, epoch),
+                    &mut curriculum,
+                    &mut optimizer,
+                    &mut metrics,
+                )?;
             }
             if step % config.checkpoint_every == 0 && step < config.steps {
                 last_checkpoint = Some(save(step, epoch, batch_in_epoch, &curriculum, &optimizer)?);
             }
         }
         // The epoch is complete: validate, then let the schedule react.
-        if let Some(val_loader) = &validation {
-            let val = validate(&model, val_loader, config.validation_batches, &device)?;
-            let event = curriculum.observe_validation(val);
-            if event == ScheduleEvent::ReduceLr {
-                optimizer
-                    .set_learning_rate(optimizer.learning_rate() * curriculum.config.lr_factor);
-            }
-            if event == ScheduleEvent::Shifted {
-                tracing::info!(step, window = ?curriculum.window, "curriculum window shifted");
-            }
-            metrics.write(json!({
-                "kind": "val", "step": step, "epoch": epoch, "loss": val,
-                "window": [curriculum.window.0, curriculum.window.1],
-                "event": format!("{event:?}"), "lr": optimizer.learning_rate(),
-            }))?;
+        if config.validate_every == 0 {
+            validate_and_schedule(
+                &model,
+                validation.as_ref(),
+                config.validation_batches,
+                (step, epoch),
+                &mut curriculum,
+                &mut optimizer,
+                &mut metrics,
+            )?;
         }
         epoch += 1;
         batch_in_epoch = 0;
@@ -374,6 +459,34 @@ pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, 
         checkpoint,
         metrics: metrics.path,
     })
+}
+
+/// One validation and the schedule's reaction to it, logged.
+fn validate_and_schedule(
+    model: &Network,
+    validation: Option<&Loader>,
+    batches: usize,
+    (step, epoch): (u64, u64),
+    curriculum: &mut Curriculum,
+    optimizer: &mut Optimizer,
+    metrics: &mut MetricsLog,
+) -> Result<(), TrainError> {
+    let Some(val_loader) = validation else {
+        return Ok(());
+    };
+    let val = validate(model, val_loader, batches, &Device::Cpu)?;
+    let event = curriculum.observe_validation(val);
+    if event == ScheduleEvent::ReduceLr {
+        optimizer.set_learning_rate(optimizer.learning_rate() * curriculum.config.lr_factor);
+    }
+    if event == ScheduleEvent::Shifted {
+        tracing::info!(step, window = ?curriculum.window, "curriculum window shifted");
+    }
+    metrics.write(json!({
+        "kind": "val", "step": step, "epoch": epoch, "loss": val,
+        "window": [curriculum.window.0, curriculum.window.1],
+        "event": format!("{event:?}"), "lr": optimizer.learning_rate(),
+    }))
 }
 
 fn progress_bar(show: bool, total: u64, at: u64) -> Option<indicatif::ProgressBar> {
@@ -408,7 +521,7 @@ pub fn batch_tensors(batch: &Batch, device: &Device) -> Result<(Tensor, Vec<Tens
 /// Mean L1 (window [0, 1)) of the model in eval mode over the first
 /// `batches` batches of the fixed validation plan.
 pub fn validate(
-    model: &FabNet,
+    model: &Network,
     loader: &Loader,
     batches: usize,
     device: &Device,
@@ -418,8 +531,8 @@ pub fn validate(
     for batch in loader.epoch(0).take(batches) {
         let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
         let (target, sources) = batch_tensors(&batch, device)?;
-        let out = model.reconstruct(&target, &sources, false)?;
-        let per: Vec<f32> = per_sample_l1(&out.fused, &target)?.to_vec1()?;
+        let (per, _) = model.forward(&target, &sources, false)?;
+        let per: Vec<f32> = per.to_vec1()?;
         sum += per.iter().map(|&v| f64::from(v)).sum::<f64>();
         count += per.len();
     }
@@ -431,8 +544,23 @@ pub fn validate(
     Ok(sum / count as f64)
 }
 
-/// `(3, S, S)` or `(1, S, S)` in [0, 1] as an RGB picture.
+/// `(3, S, S)` or `(1, S, S)` in [0, 1] as an RGB picture, enlarged (nearest) to at least 64 px
+/// wide so that the column labels fit.
 fn to_rgb(t: &Tensor) -> Result<RgbImage, TrainError> {
+    let img = to_rgb_exact(t)?;
+    let factor = 64u32.div_ceil(img.width().max(1));
+    if factor <= 1 {
+        return Ok(img);
+    }
+    Ok(image::imageops::resize(
+        &img,
+        img.width() * factor,
+        img.height() * factor,
+        image::imageops::FilterType::Nearest,
+    ))
+}
+
+fn to_rgb_exact(t: &Tensor) -> Result<RgbImage, TrainError> {
     let (c, h, w) = t.dims3()?;
     let data: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let plane = h * w;
@@ -487,6 +615,19 @@ pub fn reconstruction_grid(
     Ok(image_grid(&grid_rows, &label_refs, 2))
 }
 
+/// A picture of up to `rows` samples: target | autoencoder reconstruction.
+pub fn autoencoder_grid(
+    target: &Tensor,
+    out: &Tensor,
+    rows: usize,
+) -> Result<RgbImage, TrainError> {
+    let mut grid_rows = Vec::new();
+    for b in 0..target.dim(0)?.min(rows) {
+        grid_rows.push(vec![to_rgb(&target.get(b)?)?, to_rgb(&out.get(b)?)?]);
+    }
+    Ok(image_grid(&grid_rows, &["target", "reconstruction"], 2))
+}
+
 /// The loss curve of a metrics log: training loss (window and all samples)
 /// and validation loss against steps, log scale.
 pub fn loss_curve(metrics: &Path) -> Result<RgbImage, TrainError> {
@@ -511,7 +652,7 @@ pub fn loss_curve(metrics: &Path) -> Result<RgbImage, TrainError> {
         }
     }
     Ok(line_plot(
-        "FAb-Net reconstruction loss",
+        "reconstruction loss (L1)",
         "step",
         "L1",
         &[

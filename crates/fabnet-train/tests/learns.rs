@@ -5,7 +5,7 @@
 
 mod common;
 
-use fabnet_train::{train, CurriculumConfig, OptimizerConfig, RunOptions, TrainConfig};
+use fabnet_train::{train, CurriculumConfig, Objective, OptimizerConfig, RunOptions, TrainConfig};
 use std::path::Path;
 
 fn config(data: &Path, out: &Path, steps: u64) -> TrainConfig {
@@ -22,6 +22,9 @@ fn config(data: &Path, out: &Path, steps: u64) -> TrainConfig {
         keep_checkpoints: 2,
         picture_every: 0,
         validation_batches: 1,
+        validate_every: 0,
+        objective: Objective::Fabnet,
+        single_source_mask: true,
         init_from: None,
         freeze_flow: false,
         optimizer: OptimizerConfig::adam(1e-3),
@@ -248,4 +251,63 @@ fn multi_source_stage_freezes_the_flow_decoder() {
         .tensors
         .keys()
         .any(|k| k.starts_with("optim.") && k.contains(".decoder.")));
+}
+
+#[test]
+fn autoencoder_objective_learns_validates_every_k_steps_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("frames");
+    common::write_moving_tree(&data, 20, 1, 4, 7, false);
+    let out = dir.path().join("ae");
+    let mut cfg = config(&data, &out, 24);
+    cfg.objective = Objective::Autoencoder;
+    cfg.validate_every = 4;
+    cfg.checkpoint_every = 12;
+    cfg.picture_every = 24;
+    cfg.optimizer = OptimizerConfig::adam(3e-3);
+    let summary = train(&cfg, RunOptions::default()).unwrap();
+    let recs = records(&summary.metrics);
+    let val_steps: Vec<u64> = recs.iter().filter(|r| r.0 == "val").map(|r| r.1).collect();
+    assert_eq!(val_steps, vec![4, 8, 12, 16, 20, 24]);
+    // The objective is optimised: the training L1 (train-mode BatchNorm) falls clearly. Validation
+    // runs in eval mode, whose running statistics lag this far behind on batches of 8.
+    let train_l1: Vec<f64> = recs
+        .iter()
+        .filter(|r| r.0 == "train")
+        .map(|r| r.2)
+        .collect();
+    let late = train_l1[train_l1.len() - 4..].iter().sum::<f64>() / 4.0;
+    assert!(
+        late < 0.75 * train_l1[0],
+        "the autoencoder's training L1 did not fall: {train_l1:?}"
+    );
+    // Its checkpoint holds the encoder and the image decoder, and nothing of FAb-Net's decoders.
+    let ckpt =
+        fabnet_train::load_checkpoint(&summary.checkpoint, &candle_core::Device::Cpu).unwrap();
+    assert!(ckpt.tensors.keys().any(|k| k.starts_with("encoder.")));
+    assert!(ckpt.tensors.keys().any(|k| k.starts_with("autoencoder.")));
+    assert!(!ckpt
+        .tensors
+        .keys()
+        .any(|k| k.starts_with("decoder.") || k.starts_with("mask.")));
+    assert!(out.join("pictures/step-00000024.png").is_file());
+    // A longer run resumes from it.
+    cfg.steps = 28;
+    let resumed = train(
+        &cfg,
+        RunOptions {
+            resume: true,
+            progress: false,
+        },
+    )
+    .unwrap();
+    assert_eq!((resumed.resumed_from, resumed.steps), (24, 28));
+    // FAb-Net cannot start from an autoencoder checkpoint.
+    let mut fab = config(&data, &dir.path().join("fab"), 2);
+    fab.init_from = Some(resumed.checkpoint.clone());
+    let err = train(&fab, RunOptions::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("decoder.") || err.contains("autoencoder."),
+        "{err}"
+    );
 }
