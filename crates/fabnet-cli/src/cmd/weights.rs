@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use fabnet_core::model::{check_state_dict, StateDict};
+use fabnet_core::model::{check_state_dict_specs, Encoder, StateDict};
 use fabnet_core::{FabNet, ModelConfig};
 use fabnet_data::{transform_frame, CropWindow};
 use fabnet_probe::{crop_resize, CropBox};
@@ -18,7 +18,7 @@ use image::RgbImage;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
     /// Weights: our training checkpoint (`step-XXXXXXXX.json`, weights beside it; `optim.*` tensors are
-    /// ignored) or a file with the official keys (`.safetensors` or zip-format `.pth`, e.g. a converted
+    /// ignored; FAb-Net or autoencoder-baseline runs) or a file with the official keys (`.safetensors` or zip-format `.pth`, e.g. a converted
     /// release file).
     #[arg(long, conflicts_with = "random_init")]
     pub checkpoint: Option<PathBuf>,
@@ -43,28 +43,25 @@ impl ModelArgs {
     /// Loads the model on the CPU; an error if neither `--checkpoint` nor `--random-init` was given.
     pub fn load(&self) -> anyhow::Result<Embedder> {
         let device = Device::Cpu;
-        let model = match (&self.checkpoint, self.random_init) {
+        match (&self.checkpoint, self.random_init) {
             (Some(path), _) => {
                 let is_ours = path.extension().is_some_and(|e| e == "json");
                 let config = self.config(if is_ours {
-                    checkpoint_preset(path)?
+                    checkpoint_field(path, "/config/preset")?
                 } else {
                     None
                 })?;
                 if is_ours {
-                    load_our_checkpoint(&config, path, &device)?
+                    Embedder::from_checkpoint(&config, path)
                 } else {
-                    FabNet::from_file(&config, path, &device)
-                        .with_context(|| format!("cannot load weights {}", path.display()))?
+                    let model = FabNet::from_file(&config, path, &device)
+                        .with_context(|| format!("cannot load weights {}", path.display()))?;
+                    Ok(Embedder::new(model.config(), model.encoder().clone()))
                 }
             }
-            (None, true) => {
-                let config = self.config(None)?;
-                FabNet::init(&config, self.seed, &device)?.0
-            }
+            (None, true) => Embedder::random_init(&self.config(None)?, self.seed),
             (None, false) => anyhow::bail!("give --checkpoint PATH or --random-init"),
-        };
-        Ok(Embedder { model, device })
+        }
     }
 
     fn config(&self, recorded: Option<String>) -> anyhow::Result<ModelConfig> {
@@ -77,65 +74,81 @@ impl ModelArgs {
     }
 }
 
-/// The `preset` our trainer records in a checkpoint's JSON (`config.preset`), if any.
-fn checkpoint_preset(json: &Path) -> anyhow::Result<Option<String>> {
+/// A string our trainer records in a checkpoint's JSON (e.g. `/config/preset`), if any.
+fn checkpoint_field(json: &Path, pointer: &str) -> anyhow::Result<Option<String>> {
     let text = std::fs::read_to_string(json)
         .with_context(|| format!("cannot read checkpoint {}", json.display()))?;
     let meta: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("checkpoint {} is not JSON", json.display()))?;
     Ok(meta
-        .pointer("/config/preset")
+        .pointer(pointer)
         .and_then(|v| v.as_str())
         .map(str::to_string))
 }
 
-/// Builds the model from one of our checkpoints, strictly checked against `config`.
-fn load_our_checkpoint(
-    config: &ModelConfig,
-    json: &Path,
-    device: &Device,
-) -> anyhow::Result<FabNet> {
-    let ckpt = fabnet_train::load_checkpoint(json, device)
-        .with_context(|| format!("cannot load checkpoint {}", json.display()))?;
-    let state: StateDict = ckpt
-        .tensors
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("optim."))
-        .collect();
-    let report = check_state_dict(config, &state);
-    anyhow::ensure!(
-        report.is_clean(),
-        "checkpoint {} does not fit the model (is --preset right?): {report}",
-        json.display()
-    );
-    Ok(FabNet::new(
-        config,
-        VarBuilder::from_tensors(state.into_iter().collect(), DType::F32, device),
-    )?)
-}
-
 /// A loaded encoder in eval mode.
 pub struct Embedder {
-    model: FabNet,
+    config: ModelConfig,
+    encoder: Encoder,
     device: Device,
 }
 
 impl Embedder {
+    fn new(config: &ModelConfig, encoder: Encoder) -> Self {
+        Self {
+            config: config.clone(),
+            encoder,
+            device: Device::Cpu,
+        }
+    }
+
+    /// The encoder of a freshly initialised FAb-Net drawn from `seed`: the untrained baseline.
+    pub fn random_init(config: &ModelConfig, seed: u64) -> anyhow::Result<Self> {
+        let model = FabNet::init(config, seed, &Device::Cpu)?.0;
+        Ok(Self::new(config, model.encoder().clone()))
+    }
+
+    /// The encoder of one of our training checkpoints (FAb-Net or the autoencoder baseline, as its
+    /// JSON records), strictly checked against `config`.
+    pub fn from_checkpoint(config: &ModelConfig, json: &Path) -> anyhow::Result<Self> {
+        let device = Device::Cpu;
+        let objective = match checkpoint_field(json, "/config/objective")?.as_deref() {
+            Some("autoencoder") => fabnet_train::Objective::Autoencoder,
+            _ => fabnet_train::Objective::Fabnet,
+        };
+        let ckpt = fabnet_train::load_checkpoint(json, &device)
+            .with_context(|| format!("cannot load checkpoint {}", json.display()))?;
+        let state: StateDict = ckpt
+            .tensors
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("optim."))
+            .collect();
+        let specs = fabnet_train::Network::specs(objective, config);
+        let report = check_state_dict_specs(&specs, &state);
+        anyhow::ensure!(
+            report.is_clean(),
+            "checkpoint {} does not fit the model (is --preset right?): {report}",
+            json.display()
+        );
+        let vb = VarBuilder::from_tensors(state.into_iter().collect(), DType::F32, &device);
+        Ok(Self::new(config, Encoder::new(config, &vb)?))
+    }
+
     /// Side S of the square input images, pixels.
     pub fn image_size(&self) -> u32 {
-        self.model.config().image_size as u32
+        self.config.image_size as u32
     }
 
     /// Embedding size D.
     pub fn dim(&self) -> usize {
-        self.model.config().embedding_dim
+        self.config.embedding_dim
     }
 
     /// Embeds `n` images given as one `(n, 3, S, S)` CHW buffer in [0, 1]; returns `(n, D)` row-major.
     pub fn embed(&self, images: Vec<f32>, n: usize) -> anyhow::Result<Vec<f32>> {
         let s = self.image_size() as usize;
         let x = Tensor::from_vec(images, (n, 3, s, s), &self.device)?;
-        let e = self.model.embed(&x, false)?;
+        let e = self.encoder.forward_t(&x, false)?.flatten_from(1)?;
         Ok(e.flatten_all()?.to_vec1::<f32>()?)
     }
 }
@@ -149,7 +162,13 @@ pub enum Prep {
     Resize,
     /// A box in the image's pixel coordinates, resized to S×S (the probe crops of §5).
     Box(CropBox),
+    /// A face box treated as a face-track frame: cut and resized to 256 as `fabnet extract` does,
+    /// then the no-jitter crop, so the encoder sees the view it was trained on.
+    FaceFrame(CropBox),
 }
+
+/// Side of the frames `fabnet extract` writes by default, which the crop recipe assumes.
+const FRAME_SIDE: u32 = 256;
 
 /// Applies `prep` and returns the `(3, S, S)` CHW buffer in [0, 1].
 pub fn prepare(image: &RgbImage, prep: Prep, size: u32) -> anyhow::Result<Vec<f32>> {
@@ -162,6 +181,11 @@ pub fn prepare(image: &RgbImage, prep: Prep, size: u32) -> anyhow::Result<Vec<f3
             FilterType::Triangle,
         )),
         Prep::Box(b) => chw(&crop_resize(image, &b, size, size)?),
+        Prep::FaceFrame(b) => transform_frame(
+            &crop_resize(image, &b, FRAME_SIDE, FRAME_SIDE)?,
+            CropWindow::centre(),
+            size,
+        )?,
     })
 }
 
