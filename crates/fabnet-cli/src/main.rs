@@ -33,6 +33,8 @@ enum Command {
     Retrieve(cmd::retrieve::RetrieveArgs),
     /// Train FAb-Net on a frame tree (curriculum, multi-source stage, resume).
     Train(cmd::train::TrainArgs),
+    /// The whole pipeline on synthetic talking heads, against baselines, with a report.
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => cmd::probe::run(args),
         Command::Retrieve(args) => cmd::retrieve::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,6 @@
 //! One module per subcommand; each exposes `XArgs` (clap) and `run(XArgs) -> anyhow::Result<ExitCode>`.
 
+pub mod demo;
 pub mod embed;
 pub mod extract;
 pub mod probe;

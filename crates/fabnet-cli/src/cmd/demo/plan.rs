@@ -1,0 +1,342 @@
+//! What each demo size runs: the corpus, the extraction, the training runs and the methods
+//! compared, written as the flags of the equivalent `fabnet` commands.
+
+use std::path::{Path, PathBuf};
+
+/// How long the demo runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoSize {
+    /// About 5 minutes: a smoke test.
+    Quick,
+    /// About 15 minutes on 2 cores.
+    Default,
+    /// Hours: the `small` model, 3000 steps per run.
+    Full,
+}
+
+/// One training run.
+#[derive(Debug, Clone)]
+pub struct TrainRun {
+    /// Folder and method name, e.g. `fabnet-curriculum`.
+    pub name: &'static str,
+    /// Row label in the report.
+    pub label: &'static str,
+    /// Source frames per sample.
+    pub sources: usize,
+    /// Curriculum on.
+    pub curriculum: bool,
+    /// The autoencoder baseline instead of FAb-Net.
+    pub autoencoder: bool,
+    /// Starts from the final checkpoint of this run, flow decoder frozen (the multi-source stage).
+    pub init_from: Option<&'static str>,
+    /// Optimiser steps.
+    pub steps: u64,
+}
+
+/// A row of the probe table: where its features come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Method {
+    /// Grey pixels of the same crop, downsampled, projected on their principal components.
+    Pixels,
+    /// The encoder of a freshly initialised FAb-Net.
+    RandomInit,
+    /// The encoder of a training run.
+    Trained(TrainRun),
+}
+
+impl PartialEq for TrainRun {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Method {
+    /// Short name (file names, JSON keys).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Pixels => "pixels",
+            Method::RandomInit => "random-init",
+            Method::Trained(r) => r.name,
+        }
+    }
+
+    /// Row label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Method::Pixels => "raw pixels (32×32 grey → PCA)",
+            Method::RandomInit => "random-init encoder",
+            Method::Trained(r) => r.label,
+        }
+    }
+
+    /// Whether this is a FAb-Net row (the claim is about these).
+    pub fn is_fabnet(&self) -> bool {
+        matches!(self, Method::Trained(r) if !r.autoencoder)
+    }
+}
+
+/// Everything the demo runs.
+#[derive(Debug, Clone)]
+pub struct DemoPlan {
+    /// The size.
+    pub size: DemoSize,
+    /// Master seed.
+    pub seed: u64,
+    /// Model preset.
+    pub preset: String,
+    /// Training identities, clips each, frames per clip, frame side.
+    pub corpus: (usize, usize, usize, u32),
+    /// Frames per second of the clips: low, so that a clip's frames span seconds of head motion
+    /// and speech (VoxCeleb1's frames are 1 fps samples of long tracks).
+    pub fps: u32,
+    /// Probe identities (train, test) and images per identity.
+    pub probe_sets: (usize, usize, usize),
+    /// Crop side of `fabnet extract` as a multiple of the track box; the probes cut the same view.
+    pub crop_scale: f64,
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// Steps between validations (which move the curriculum).
+    pub validate_every: u64,
+    /// Validations without improvement before the curriculum window moves.
+    pub curriculum_patience: u32,
+    /// The training runs, in order (a run's `init_from` comes before it).
+    pub runs: Vec<TrainRun>,
+    /// Side of the pixel baseline's grey thumbnails.
+    pub pixel_side: u32,
+}
+
+impl DemoPlan {
+    /// The plan of `size`.
+    pub fn new(size: DemoSize, seed: u64) -> Self {
+        let fabnet = |steps| TrainRun {
+            name: "fabnet",
+            label: "FAb-Net, 1 source",
+            sources: 1,
+            curriculum: false,
+            autoencoder: false,
+            init_from: None,
+            steps,
+        };
+        let curriculum = |steps| TrainRun {
+            name: "fabnet-curriculum",
+            label: "FAb-Net + curriculum, 1 source",
+            curriculum: true,
+            ..fabnet(steps)
+        };
+        let three = |steps| TrainRun {
+            name: "fabnet-3src",
+            label: "FAb-Net + curriculum, 3 sources",
+            sources: 3,
+            curriculum: true,
+            init_from: Some("fabnet-curriculum"),
+            ..fabnet(steps)
+        };
+        let autoencoder = |steps| TrainRun {
+            name: "autoencoder",
+            label: "autoencoder (same encoder and budget)",
+            autoencoder: true,
+            ..fabnet(steps)
+        };
+        let base = DemoPlan {
+            size,
+            seed,
+            preset: "tiny".into(),
+            corpus: (120, 2, 50, 128),
+            fps: 2,
+            probe_sets: (20, 10, 25),
+            crop_scale: 1.8,
+            batch_size: 16,
+            lr: 1e-3,
+            validate_every: 50,
+            curriculum_patience: 4,
+            runs: Vec::new(),
+            pixel_side: 32,
+        };
+        match size {
+            DemoSize::Quick => DemoPlan {
+                corpus: (60, 2, 50, 128),
+                runs: vec![fabnet(1500)],
+                ..base
+            },
+            DemoSize::Default => DemoPlan {
+                runs: vec![
+                    fabnet(1500),
+                    curriculum(1500),
+                    three(400),
+                    autoencoder(1500),
+                ],
+                ..base
+            },
+            DemoSize::Full => DemoPlan {
+                preset: "small".into(),
+                corpus: (600, 2, 60, 128),
+                probe_sets: (40, 20, 25),
+                batch_size: 32,
+                validate_every: 100,
+                runs: vec![
+                    fabnet(3000),
+                    curriculum(3000),
+                    three(750),
+                    autoencoder(3000),
+                ],
+                ..base
+            },
+        }
+    }
+
+    /// Sets the steps of every 1-source run (and a quarter of them for the multi-source stage).
+    pub fn set_steps(&mut self, steps: u64) {
+        for run in &mut self.runs {
+            run.steps = if run.init_from.is_some() {
+                (steps / 4).max(1)
+            } else {
+                steps
+            };
+        }
+    }
+
+    /// The rows of the probe table, baselines first.
+    pub fn methods(&self) -> Vec<Method> {
+        let mut m = vec![Method::Pixels, Method::RandomInit];
+        let mut runs = self.runs.clone();
+        // The autoencoder is a baseline: list it before the FAb-Net rows.
+        runs.sort_by_key(|r| !r.autoencoder);
+        m.extend(runs.into_iter().map(Method::Trained));
+        m
+    }
+
+    /// The corpus folder.
+    pub fn synth_dir(out: &Path) -> PathBuf {
+        out.join("synth")
+    }
+
+    /// The frame tree.
+    pub fn frames_dir(out: &Path) -> PathBuf {
+        out.join("frames")
+    }
+
+    /// A run's output folder.
+    pub fn run_dir(out: &Path, name: &str) -> PathBuf {
+        out.join("train").join(name)
+    }
+
+    /// The final checkpoint marker of a run.
+    pub fn final_checkpoint(&self, out: &Path, run: &TrainRun) -> PathBuf {
+        Self::run_dir(out, run.name)
+            .join("checkpoints")
+            .join(format!("step-{:08}.json", run.steps))
+    }
+
+    /// `fabnet synth` flags.
+    pub fn synth_args(&self, out: &Path, progress: bool) -> Vec<String> {
+        let (ids, clips, frames, side) = self.corpus;
+        let (ptrain, ptest, pimages) = self.probe_sets;
+        let mut a = vec![
+            "--out".into(),
+            Self::synth_dir(out).display().to_string(),
+            "--identities".into(),
+            ids.to_string(),
+            "--clips-per-identity".into(),
+            clips.to_string(),
+            "--frames".into(),
+            frames.to_string(),
+            "--size".into(),
+            side.to_string(),
+            "--probe-train-identities".into(),
+            ptrain.to_string(),
+            "--probe-test-identities".into(),
+            ptest.to_string(),
+            "--probe-images".into(),
+            pimages.to_string(),
+            "--fps".into(),
+            self.fps.to_string(),
+            "--seed".into(),
+            self.seed.to_string(),
+        ];
+        if !progress {
+            a.push("--no-progress".into());
+        }
+        a
+    }
+
+    /// `fabnet extract` flags.
+    pub fn extract_args(&self, out: &Path, progress: bool) -> Vec<String> {
+        let synth = Self::synth_dir(out);
+        let mut a = vec![
+            "--tracks".into(),
+            synth.join("tracks").display().to_string(),
+            "--videos".into(),
+            synth.join("videos").display().to_string(),
+            "--out".into(),
+            Self::frames_dir(out).display().to_string(),
+            "--scale".into(),
+            self.crop_scale.to_string(),
+        ];
+        if !progress {
+            a.push("--no-progress".into());
+        }
+        a
+    }
+
+    /// `fabnet train` flags of one run.
+    pub fn train_args(&self, run: &TrainRun, out: &Path, progress: bool) -> Vec<String> {
+        let mut a = vec![
+            "--preset".into(),
+            self.preset.clone(),
+            "--data".into(),
+            Self::frames_dir(out).display().to_string(),
+            "--out".into(),
+            Self::run_dir(out, run.name).display().to_string(),
+            "--steps".into(),
+            run.steps.to_string(),
+            "--batch-size".into(),
+            self.batch_size.to_string(),
+            "--sources".into(),
+            run.sources.to_string(),
+            "--optimizer".into(),
+            "adam".into(),
+            "--lr".into(),
+            self.lr.to_string(),
+            "--seed".into(),
+            self.seed.to_string(),
+            "--validate-every".into(),
+            self.validate_every.to_string(),
+            "--checkpoint-every".into(),
+            (run.steps / 4).max(1).to_string(),
+            "--picture-every".into(),
+            run.steps.to_string(),
+        ];
+        if run.autoencoder {
+            a.extend(["--objective".into(), "autoencoder".into()]);
+        } else if run.sources == 1 {
+            a.push("--skip-single-source-mask".into());
+        }
+        if run.curriculum {
+            a.extend([
+                "--curriculum-patience".into(),
+                self.curriculum_patience.to_string(),
+            ]);
+        } else {
+            a.push("--no-curriculum".into());
+        }
+        if let Some(from) = run.init_from {
+            let from = self
+                .runs
+                .iter()
+                .find(|r| r.name == from)
+                .map(|r| self.final_checkpoint(out, r))
+                .unwrap_or_default();
+            a.extend([
+                "--init-from".into(),
+                from.display().to_string(),
+                "--freeze-flow".into(),
+            ]);
+        }
+        if !progress {
+            a.push("--no-progress".into());
+        }
+        a
+    }
+}
