@@ -106,13 +106,14 @@ impl Stages {
         self.dir.join(format!("{name}.json"))
     }
 
-    /// Runs `stage` unless its marker records `settings`; then writes the marker.
+    /// Runs `stage` unless its marker records `settings`, then writes the marker; returns whether
+    /// the stage ran.
     fn run(
         &mut self,
         name: &str,
         settings: Value,
         stage: impl FnOnce() -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let marker = self.marker(name);
         if let Ok(text) = std::fs::read_to_string(&marker) {
             if let Ok(done) = serde_json::from_str::<Value>(&text) {
@@ -120,7 +121,7 @@ impl Stages {
                     let seconds = done["seconds"].as_f64().unwrap_or(0.0);
                     tracing::info!("stage {name}: already done ({seconds:.0} s), reused");
                     self.timings.push((name.to_string(), seconds, true));
-                    return Ok(());
+                    return Ok(false);
                 }
             }
             tracing::info!("stage {name}: settings changed since the last run, redoing it");
@@ -135,10 +136,17 @@ impl Stages {
         })?;
         tracing::info!("stage {name}: done in {seconds:.0} s");
         self.timings.push((name.to_string(), seconds, false));
-        Ok(())
+        Ok(true)
     }
 
-    /// Forgets a stage, so that stages after a redone one are redone too.
+    /// The settings a finished stage recorded, if any.
+    fn recorded(&self, name: &str) -> Option<Value> {
+        let text = std::fs::read_to_string(self.marker(name)).ok()?;
+        let done: Value = serde_json::from_str(&text).ok()?;
+        Some(done["settings"].clone())
+    }
+
+    /// Forgets a stage, so that a stage whose input was redone is redone too.
     fn invalidate(&self, name: &str) {
         let _ = std::fs::remove_file(self.marker(name));
     }
@@ -216,35 +224,43 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let synth_args = plan.synth_args(&out, progress);
     // Markers record settings relative to the output folder, so a copied or moved run reuses them.
     let here = Path::new("OUT");
-    stages.run("synth", json!(plan.synth_args(here, false)), || {
+    let synth_ran = stages.run("synth", json!(plan.synth_args(here, false)), || {
         check(
             super::synth::run(parse_args("synth", &synth_args)?)?,
             "synth",
         )
     })?;
-    let extract_args = plan.extract_args(&out, progress);
-    let mut redo_rest = false;
-    if !stages.marker("extract").exists() {
-        redo_rest = true;
+    if synth_ran {
+        stages.invalidate("extract");
     }
-    stages.run("extract", json!(plan.extract_args(here, false)), || {
+    let extract_args = plan.extract_args(&out, progress);
+    let extract_ran = stages.run("extract", json!(plan.extract_args(here, false)), || {
         check(
             super::extract::run(parse_args("extract", &extract_args)?)?,
             "extract",
         )
     })?;
+    // A run is redone when its frames or the run it starts from were redone.
+    let mut trained: Vec<&str> = Vec::new();
     for run in &plan.runs {
-        if redo_rest {
-            stages.invalidate(&format!("train-{}", run.name));
+        let marker = format!("train-{}", run.name);
+        let settings = json!(plan.train_args(run, here, false));
+        // A run with no marker was cut short and resumes from its checkpoint; a run whose inputs
+        // or settings changed starts again from scratch.
+        let stale = extract_ran
+            || run.init_from.is_some_and(|from| trained.contains(&from))
+            || stages.recorded(&marker).is_some_and(|s| s != settings);
+        let dir = DemoPlan::run_dir(&out, run.name);
+        if stale && dir.exists() {
+            tracing::info!("stage {marker}: its inputs or settings changed, starting it afresh");
+            stages.invalidate(&marker);
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove the stale run {}", dir.display()))?;
         }
         let train_args = plan.train_args(run, &out, progress);
         let train_cmd = parse_args::<super::train::TrainArgs>("train", &train_args)?;
         let cfg = super::train::config_from(&train_cmd)?;
-        let marker = format!("train-{}", run.name);
-        if !stages.marker(&marker).exists() {
-            redo_rest = true;
-        }
-        stages.run(&marker, json!(plan.train_args(run, here, false)), || {
+        let ran = stages.run(&marker, settings, || {
             fabnet_train::train(
                 &cfg,
                 fabnet_train::RunOptions {
@@ -255,8 +271,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("training {}", run.name))?;
             Ok(())
         })?;
+        if ran {
+            trained.push(run.name);
+        }
     }
-    if redo_rest {
+    if extract_ran || !trained.is_empty() {
         stages.invalidate("probe");
     }
     let probe_settings = json!({
@@ -293,4 +312,44 @@ fn check(code: ExitCode, stage: &str) -> anyhow::Result<()> {
         "`fabnet {stage}` reported failures (see the messages above)"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_run_once_per_settings_and_record_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stages = Stages::new(dir.path()).unwrap();
+        let mut calls = 0;
+        let mut step = |stages: &mut Stages, settings: Value| {
+            stages
+                .run("s", settings, || {
+                    calls += 1;
+                    Ok(())
+                })
+                .unwrap()
+        };
+        assert!(step(&mut stages, json!({"steps": 1})));
+        assert!(!step(&mut stages, json!({"steps": 1})));
+        assert_eq!(stages.recorded("s"), Some(json!({"steps": 1})));
+        assert!(step(&mut stages, json!({"steps": 2})));
+        stages.invalidate("s");
+        assert_eq!(stages.recorded("s"), None);
+        assert!(step(&mut stages, json!({"steps": 2})));
+        assert_eq!(calls, 3);
+        // A failing stage leaves no marker.
+        let err = stages.run("bad", json!(1), || anyhow::bail!("boom"));
+        assert!(format!("{:#}", err.unwrap_err()).contains("demo stage bad: boom"));
+        assert_eq!(stages.recorded("bad"), None);
+    }
+
+    #[test]
+    fn utc_date_is_a_calendar_date() {
+        let d = utc_date();
+        let parts: Vec<u32> = d.split('-').map(|p| p.parse().unwrap()).collect();
+        assert_eq!(parts.len(), 3);
+        assert!(parts[0] >= 2024 && (1..=12).contains(&parts[1]) && (1..=31).contains(&parts[2]));
+    }
 }

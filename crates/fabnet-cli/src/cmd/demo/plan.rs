@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 pub enum DemoSize {
     /// About 5 minutes: a smoke test.
     Quick,
-    /// About 15 minutes on 2 cores.
+    /// About 25 minutes on 2 cores.
     Default,
     /// Hours: the `small` model, 3000 steps per run.
     Full,
@@ -162,10 +162,10 @@ impl DemoPlan {
             },
             DemoSize::Default => DemoPlan {
                 runs: vec![
-                    fabnet(1500),
-                    curriculum(1500),
+                    fabnet(3000),
+                    curriculum(3000),
                     three(400),
-                    autoencoder(1500),
+                    autoencoder(3000),
                 ],
                 ..base
             },
