@@ -412,12 +412,12 @@ pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, 
             if config.validate_every > 0 && step % config.validate_every == 0 {
                 validate_and_schedule(
                     &model,
-                    validation.as_ref(),
-                    config.validation_batches,
+                    validation.as_ref().map(|v| (v, config.validation_batches)),
                     (step, epoch),
                     &mut curriculum,
                     &mut optimizer,
                     &mut metrics,
+                    &device,
                 )?;
             }
             if step % config.checkpoint_every == 0 && step < config.steps {
@@ -428,12 +428,12 @@ pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, 
         if config.validate_every == 0 {
             validate_and_schedule(
                 &model,
-                validation.as_ref(),
-                config.validation_batches,
+                validation.as_ref().map(|v| (v, config.validation_batches)),
                 (step, epoch),
                 &mut curriculum,
                 &mut optimizer,
                 &mut metrics,
+                &device,
             )?;
         }
         epoch += 1;
@@ -461,20 +461,20 @@ pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, 
     })
 }
 
-/// One validation and the schedule's reaction to it, logged.
+/// One validation (`batches` batches of the loader) and the schedule's reaction to it, logged.
 fn validate_and_schedule(
     model: &Network,
-    validation: Option<&Loader>,
-    batches: usize,
+    validation: Option<(&Loader, usize)>,
     (step, epoch): (u64, u64),
     curriculum: &mut Curriculum,
     optimizer: &mut Optimizer,
     metrics: &mut MetricsLog,
+    device: &Device,
 ) -> Result<(), TrainError> {
-    let Some(val_loader) = validation else {
+    let Some((val_loader, batches)) = validation else {
         return Ok(());
     };
-    let val = validate(model, val_loader, batches, &Device::Cpu)?;
+    let val = validate(model, val_loader, batches, device)?;
     let event = curriculum.observe_validation(val);
     if event == ScheduleEvent::ReduceLr {
         optimizer.set_learning_rate(optimizer.learning_rate() * curriculum.config.lr_factor);

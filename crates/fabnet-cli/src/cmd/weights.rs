@@ -112,12 +112,17 @@ impl Embedder {
     /// JSON records), strictly checked against `config`.
     pub fn from_checkpoint(config: &ModelConfig, json: &Path) -> anyhow::Result<Self> {
         let device = Device::Cpu;
-        let objective = match checkpoint_field(json, "/config/objective")?.as_deref() {
+        let ckpt = fabnet_train::load_checkpoint(json, &device)
+            .with_context(|| format!("cannot load checkpoint {}", json.display()))?;
+        let objective = match ckpt
+            .meta
+            .config
+            .pointer("/objective")
+            .and_then(|v| v.as_str())
+        {
             Some("autoencoder") => fabnet_train::Objective::Autoencoder,
             _ => fabnet_train::Objective::Fabnet,
         };
-        let ckpt = fabnet_train::load_checkpoint(json, &device)
-            .with_context(|| format!("cannot load checkpoint {}", json.display()))?;
         let state: StateDict = ckpt
             .tensors
             .into_iter()

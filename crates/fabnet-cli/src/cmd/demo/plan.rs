@@ -34,7 +34,7 @@ pub struct TrainRun {
 }
 
 /// A row of the probe table: where its features come from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Method {
     /// Grey pixels of the same crop, downsampled, projected on their principal components.
     Pixels,
@@ -42,12 +42,6 @@ pub enum Method {
     RandomInit,
     /// The encoder of a training run.
     Trained(TrainRun),
-}
-
-impl PartialEq for TrainRun {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
-    }
 }
 
 impl Method {

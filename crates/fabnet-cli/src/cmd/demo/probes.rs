@@ -72,6 +72,8 @@ struct ProbeSets {
     images: Vec<PathBuf>,
     /// How many of `images` are training images.
     n_train: usize,
+    /// Row of each image in `images`.
+    row_of: HashMap<PathBuf, usize>,
     boxes: HashMap<PathBuf, CropBox>,
     mafl: (Vec<LandmarkSample>, Vec<LandmarkSample>),
     w300: (Vec<LandmarkSample>, Vec<LandmarkSample>),
@@ -137,9 +139,15 @@ impl ProbeSets {
         let mut images: Vec<PathBuf> = pose.0.iter().map(|s| s.image.clone()).collect();
         let n_train = images.len();
         images.extend(pose.1.iter().map(|s| s.image.clone()));
+        let row_of = images
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.clone(), i))
+            .collect();
         let sets = Self {
             images,
             n_train,
+            row_of,
             boxes,
             mafl,
             w300,
@@ -185,13 +193,7 @@ impl ProbeSets {
 
     /// Rows of `features` (one per `images` entry) for `paths`.
     fn rows(&self, features: &Matrix, paths: &[&PathBuf]) -> Matrix {
-        let index: HashMap<&PathBuf, usize> = self
-            .images
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p, i))
-            .collect();
-        let rows: Vec<usize> = paths.iter().map(|p| index[*p]).collect();
+        let rows: Vec<usize> = paths.iter().map(|p| self.row_of[*p]).collect();
         features.select_rows(&rows)
     }
 }
@@ -303,11 +305,7 @@ fn probe_method(sets: &ProbeSets, features: &Matrix) -> anyhow::Result<Vec<Probe
     Ok(reports)
 }
 
-fn summarise(
-    method: &Method,
-    dim: usize,
-    reports: Vec<ProbeReport>,
-) -> anyhow::Result<MethodResult> {
+fn summarise(method: &Method, dim: usize, reports: Vec<ProbeReport>) -> MethodResult {
     let mut r = MethodResult {
         name: method.name().to_string(),
         label: method.label().to_string(),
@@ -330,7 +328,7 @@ fn summarise(
         }
     }
     r.reports = reports;
-    Ok(r)
+    r
 }
 
 /// Features, probes and the retrieval grid for every method of `plan`; saves `probes/results.json`.
@@ -346,7 +344,7 @@ pub fn run_all(plan: &DemoPlan, out: &Path, progress: bool) -> anyhow::Result<Pr
     for method in plan.methods() {
         tracing::info!("probing {}", method.label());
         let f = features(plan, out, &sets, &method, progress)?;
-        let result = summarise(&method, f.cols, probe_method(&sets, &f)?)?;
+        let result = summarise(&method, f.cols, probe_method(&sets, &f)?);
         tracing::info!(
             "{}: MAFL {:.2} %, 300-W {:.2} %, pose {:.2}°, AU AUC {:.3}",
             result.name,

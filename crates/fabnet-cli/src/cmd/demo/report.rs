@@ -74,7 +74,7 @@ fn table(results: &ProbeResults) -> String {
 }
 
 /// Validation L1 against steps for every training run, from their metrics logs.
-fn validation_curves(plan: &DemoPlan, out: &Path) -> anyhow::Result<Option<image::RgbImage>> {
+fn validation_curves(plan: &DemoPlan, out: &Path) -> Option<image::RgbImage> {
     let mut curves: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for run in &plan.runs {
         let log = DemoPlan::run_dir(out, run.name).join("metrics.jsonl");
@@ -90,19 +90,19 @@ fn validation_curves(plan: &DemoPlan, out: &Path) -> anyhow::Result<Option<image
         curves.push((run.label.to_string(), points));
     }
     if curves.is_empty() {
-        return Ok(None);
+        return None;
     }
     let series: Vec<Series> = curves
         .iter()
         .map(|(label, points)| Series { label, points })
         .collect();
-    Ok(Some(line_plot(
+    Some(line_plot(
         "validation reconstruction L1 (held-out identities)",
         "step (the 3-source stage counts from its start)",
         "L1",
         &series,
         true,
-    )))
+    ))
 }
 
 /// A method's name in the probe chart's legend.
@@ -147,7 +147,7 @@ pub fn write(
         &values,
     );
     save_png(&chart, &out.join("probes.png")).context("cannot write probes.png")?;
-    if let Some(curves) = validation_curves(plan, out)? {
+    if let Some(curves) = validation_curves(plan, out) {
         save_png(&curves, &out.join("loss.png")).context("cannot write loss.png")?;
     }
     let mut pictures = Vec::new();
