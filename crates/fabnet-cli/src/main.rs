@@ -47,6 +47,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    // Training and embedding free and reallocate multi-MiB buffers every
+    // step; keeping them in the heap avoids page-faulting them in again.
+    fabnet_core::keep_freed_memory();
     let result = match cli.command {
         Command::Extract(args) => cmd::extract::run(args),
         Command::Synth(args) => cmd::synth::run(args),

@@ -24,10 +24,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, ModuleT, Tensor, Var};
-use candle_nn::BatchNorm;
+use candle_core::{DType, Device, Tensor, Var};
+use fabnet_core::keep_freed_memory;
+use fabnet_core::memory::GLIBC_ENV;
 use fabnet_core::model::{
-    conv2d, curriculum_loss, leaky_relu, per_sample_l1, FabNet, ModelConfig, ParamKind, Part,
+    conv2d, curriculum_loss, leaky_relu, per_sample_l1, BatchNorm2d, FabNet, ModelConfig,
+    ParamKind, Part,
 };
 use fabnet_core::ops::{grid_sample, upsample_bilinear2d, GridSampleOptions, PaddingMode};
 
@@ -47,20 +49,32 @@ struct Case {
     iters: usize,
     /// Keep timing (up to 50 iterations) until this many seconds have passed.
     budget_s: f64,
+    /// Leave out the mask decoder, whose output a 1-source step discards
+    /// (`FabNet::set_single_source_mask(false)`; PyTorch skips it alike).
+    skip_mask: bool,
 }
 
-const FULL: [Case; 2] = [
+const FULL: [Case; 3] = [
     Case {
         preset: "small",
         batch: 32,
         iters: 5,
         budget_s: 20.0,
+        skip_mask: false,
+    },
+    Case {
+        preset: "small",
+        batch: 32,
+        iters: 5,
+        budget_s: 20.0,
+        skip_mask: true,
     },
     Case {
         preset: "paper",
         batch: 8,
         iters: 3,
         budget_s: 30.0,
+        skip_mask: false,
     },
 ];
 
@@ -70,6 +84,7 @@ const BREAKDOWN: Case = Case {
     batch: 32,
     iters: 5,
     budget_s: 0.0,
+    skip_mask: false,
 };
 
 const QUICK: [Case; 1] = [Case {
@@ -77,6 +92,7 @@ const QUICK: [Case; 1] = [Case {
     batch: 4,
     iters: 1,
     budget_s: 0.0,
+    skip_mask: false,
 }];
 
 /// Reads one number out of a measurement.
@@ -124,7 +140,8 @@ fn run_child(spec: &str) {
     let case = parse_case(spec).expect("bad child case");
     let config = ModelConfig::preset(case.preset).expect("preset");
     let dev = Device::Cpu;
-    let (model, _varmap) = FabNet::init(&config, 0, &dev).expect("init");
+    let (mut model, _varmap) = FabNet::init(&config, 0, &dev).expect("init");
+    model.set_single_source_mask(!case.skip_mask);
     let s = config.image_size;
     let target = Tensor::rand(0f32, 1f32, (case.batch, 3, s, s), &dev).expect("target");
     let source = Tensor::rand(0f32, 1f32, (case.batch, 3, s, s), &dev).expect("source");
@@ -151,8 +168,8 @@ fn run_child(spec: &str) {
 
 fn case_spec(case: &Case) -> String {
     format!(
-        "{}:{}:{}:{}",
-        case.preset, case.batch, case.iters, case.budget_s
+        "{}:{}:{}:{}:{}",
+        case.preset, case.batch, case.iters, case.budget_s, case.skip_mask
     )
 }
 
@@ -165,6 +182,7 @@ fn parse_case(spec: &str) -> Option<Case> {
         batch: it.next()?.parse().ok()?,
         iters: it.next()?.parse().ok()?,
         budget_s: it.next()?.parse().ok()?,
+        skip_mask: it.next()?.parse().ok()?,
     })
 }
 
@@ -219,7 +237,11 @@ fn torch(case: &Case) -> Option<Measurement> {
         .args(["--batch", &case.batch.to_string()])
         .args(["--iters", &case.iters.to_string()])
         .args(["--budget-s", &case.budget_s.to_string()])
-        .env("OPENBLAS_NUM_THREADS", "1");
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .envs(GLIBC_ENV);
+    if case.skip_mask {
+        cmd.arg("--skip-mask");
+    }
     run_measurement(cmd, &format!("torch {}", case_spec(case)))
 }
 
@@ -311,8 +333,7 @@ fn op_cases(config: &ModelConfig, b: usize) -> Vec<OpCase> {
             let has_bn = if encoder { i > 0 && !last } else { !last };
             if has_bn {
                 let c = bn_channels[if encoder { i - 1 } else { i }];
-                let bn = BatchNorm::new_with_momentum(
-                    c,
+                let bn = BatchNorm2d::new(
                     Tensor::zeros(c, DType::F32, &Device::Cpu).expect("mean"),
                     Tensor::ones(c, DType::F32, &Device::Cpu).expect("var"),
                     var(&[c]).as_tensor().clone(),
@@ -409,6 +430,7 @@ fn breakdown_rows(case: &Case) -> Vec<serde_json::Value> {
                 "--breakdown",
             ])
             .env("OPENBLAS_NUM_THREADS", "1")
+            .envs(GLIBC_ENV)
             .output()
             .ok()
             .filter(|o| o.status.success())
@@ -458,6 +480,9 @@ fn write_json(name: &str, report: &serde_json::Value) {
 }
 
 fn main() {
+    // Our side runs as the CLI does; the PyTorch children get the same
+    // allocator settings through GLIBC_ENV.
+    keep_freed_memory();
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         run_child(&spec);
         return;
@@ -471,7 +496,16 @@ fn main() {
     let mut rows = Vec::new();
     for case in cases {
         let size = ModelConfig::preset(case.preset).expect("preset").image_size;
-        let name = format!("{} ({size} px) batch {}", case.preset, case.batch);
+        let name = format!(
+            "{} ({size} px) batch {}{}",
+            case.preset,
+            case.batch,
+            if case.skip_mask {
+                ", mask decoder skipped"
+            } else {
+                ""
+            }
+        );
         println!("model bench: {name} ...");
         let (a, b) = (ours(case), torch(case));
         let fields: [(&str, &str, Field); 3] = [

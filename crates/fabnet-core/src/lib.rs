@@ -7,9 +7,14 @@
 //! [`model`] holds FAb-Net itself on top of them: configuration and presets,
 //! encoder and decoders under the official state-dict keys, multi-source
 //! fusion, the curriculum loss, seeded init and weights I/O.
+//!
+//! [`memory`] tunes glibc so that a training step reuses freed buffers
+//! instead of page-faulting fresh ones.
 
+pub mod memory;
 pub mod model;
 pub mod ops;
 
+pub use memory::keep_freed_memory;
 pub use model::{FabNet, ModelConfig, ModelError, Part, Reconstruction};
 pub use ops::{grid_sample, upsample_bilinear2d, GridSampleOptions, PaddingMode, SampleMode};

@@ -5,9 +5,20 @@
 //! `OPENBLAS_NUM_THREADS=1 /usr/bin/python3 tests/goldens/make_model_goldens.py`.
 //! They use the `tiny` (S=32, batch 4) and `small` (S=64, batch 2) presets at
 //! base width 4 and embedding 32, because full-width weights are too big to
-//! commit; the code path is the same. Every stored tensor must agree within
-//! 1e-4 relative to its largest magnitude, in train and eval mode and with
-//! the upsampling's `align_corners` both ways.
+//! commit; the code path is the same. PyTorch computes them in float64 from
+//! float32 weights and inputs, so they are the exact function of those.
+//! The model run in f64 must match every stored tensor within 1e-9 relative
+//! to its largest magnitude, in train and eval mode and with the upsampling's
+//! `align_corners` both ways; run in f32, its forward values (embedding,
+//! grid, warped and fused images, losses, running statistics) within 1e-4.
+//!
+//! f32 gradients are not compared: bilinear sampling is not differentiable
+//! where a sample crosses a pixel boundary, and these inputs put unclamped
+//! grid points within 6e-6 px of one. Measured: shifting the exact f64 grid
+//! by −3e-7 (a few f32 ulps) moves the `small` flow decoder's last weight
+//! gradient by 1.3e-4 relative, exactly the deviation an f32 run shows, so
+//! no f32 implementation can be held to 1e-4 there. The f64 run checks every
+//! gradient against PyTorch instead, at 1e-9.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -18,7 +29,10 @@ use fabnet_core::model::{
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-const RTOL: f64 = 1e-4;
+/// Tolerance of the f32 model against the exact goldens.
+const RTOL_F32: f64 = 1e-4;
+/// Tolerance of the f64 model against the exact goldens.
+const RTOL_F64: f64 = 1e-9;
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(concat!(
@@ -72,18 +86,28 @@ impl Case {
         golden_dir().join(format!("{}_weights.safetensors", self.name))
     }
 
-    fn inputs(&self) -> (Tensor, Vec<Tensor>) {
-        let sources = (0..3)
-            .map(|i| self.get(&format!("input.source{i}")).clone())
-            .collect();
-        (self.get("input.target").clone(), sources)
+    /// The target and the three sources in `dtype` (stored as f64 values of
+    /// f32 numbers, so the conversion is exact).
+    fn inputs(&self, dtype: DType) -> (Tensor, Vec<Tensor>) {
+        let get = |key: &str| self.get(key).to_dtype(dtype).unwrap();
+        let sources = (0..3).map(|i| get(&format!("input.source{i}"))).collect();
+        (get("input.target"), sources)
     }
 
-    /// A model holding the golden weights in a fresh varmap.
-    fn model(&self, config: &ModelConfig) -> (FabNet, VarMap) {
-        let varmap = init_varmap(config, 99, &Device::Cpu).unwrap();
-        load_into_varmap(config, &varmap, &self.weights()).unwrap();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// A model holding the golden weights (f32 values) in `dtype`, in a
+    /// fresh varmap.
+    fn model(&self, config: &ModelConfig, dtype: DType) -> (FabNet, VarMap) {
+        let loaded = init_varmap(config, 99, &Device::Cpu).unwrap();
+        load_into_varmap(config, &loaded, &self.weights()).unwrap();
+        let varmap = VarMap::new();
+        {
+            let mut data = varmap.data().lock().unwrap();
+            for (name, var) in loaded.data().lock().unwrap().iter() {
+                let t = var.as_tensor().to_dtype(dtype).unwrap();
+                data.insert(name.clone(), candle_core::Var::from_tensor(&t).unwrap());
+            }
+        }
+        let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
         (FabNet::new(config, vb).unwrap(), varmap)
     }
 }
@@ -96,8 +120,8 @@ fn metadata(path: &std::path::Path) -> serde_json::Map<String, serde_json::Value
     header["__metadata__"].as_object().unwrap().clone()
 }
 
-/// Asserts `max|ours - golden| <= RTOL * max|golden|` and returns that ratio.
-fn assert_close(what: &str, ours: &Tensor, golden: &Tensor) -> f64 {
+/// Asserts `max|ours - golden| <= rtol * max|golden|` and returns that ratio.
+fn assert_close(what: &str, ours: &Tensor, golden: &Tensor, rtol: f64) -> f64 {
     assert_eq!(ours.dims(), golden.dims(), "{what}: shape");
     let a = ours.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
     let b = golden.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
@@ -113,7 +137,7 @@ fn assert_close(what: &str, ours: &Tensor, golden: &Tensor) -> f64 {
     assert!(scale > 0.0, "{what}: golden is all zeros");
     let rel = diff / scale;
     assert!(
-        rel <= RTOL,
+        rel <= rtol,
         "{what}: max abs diff {diff:e} is {rel:e} of the golden's scale {scale:e}"
     );
     rel
@@ -121,34 +145,41 @@ fn assert_close(what: &str, ours: &Tensor, golden: &Tensor) -> f64 {
 
 /// Checks every golden under `{prefix}` for one mode and upsampling setting;
 /// returns the worst relative error.
-fn check_variant(case: &Case, align_corners: bool, train: bool) -> f64 {
+fn check_variant(case: &Case, align_corners: bool, train: bool, dtype: DType) -> f64 {
+    let rtol = if dtype == DType::F64 {
+        RTOL_F64
+    } else {
+        RTOL_F32
+    };
     let config = case.config(align_corners);
     let prefix = format!(
         "ac{}.{}.",
         u8::from(align_corners),
         if train { "train" } else { "eval" }
     );
-    let (target, sources) = case.inputs();
+    let (target, sources) = case.inputs(dtype);
     let (lo, hi) = case.window;
     let mut worst: f64 = 0.0;
     let mut check = |key: &str, ours: &Tensor| {
-        let what = format!("{} {prefix}{key}", case.name);
+        let what = format!("{} {dtype:?} {prefix}{key}", case.name);
         worst = worst.max(assert_close(
             &what,
             ours,
             case.get(&format!("{prefix}{key}")),
+            rtol,
         ));
     };
 
-    let (model, _) = case.model(&config);
+    let (model, _) = case.model(&config, dtype);
     check("embedding", &model.embed(&target, train).unwrap());
 
     for (label, n) in [("one", 1), ("three", 3)] {
-        let (model, varmap) = case.model(&config);
+        let (model, varmap) = case.model(&config, dtype);
         let out = model.reconstruct(&target, &sources[..n], train).unwrap();
         let per_sample = per_sample_l1(&out.fused, &target).unwrap();
         let loss = curriculum_loss(&per_sample, lo, hi).unwrap();
         let grads = loss.backward().unwrap();
+        let compare_grads = dtype == DType::F64;
         if n == 1 {
             check("one.grid", &out.flows[0]);
             check("one.warped", &out.warped[0]);
@@ -163,7 +194,11 @@ fn check_variant(case: &Case, align_corners: bool, train: bool) -> f64 {
         let vars = varmap.data().lock().unwrap().clone();
         let grad_prefix = format!("{prefix}{label}.grad.");
         let mut compared = 0;
-        for key in case.tensors.keys().filter(|k| k.starts_with(&grad_prefix)) {
+        for key in case
+            .tensors
+            .keys()
+            .filter(|k| compare_grads && k.starts_with(&grad_prefix))
+        {
             let name = &key[grad_prefix.len()..];
             let grad = grads
                 .get(&vars[name])
@@ -172,7 +207,7 @@ fn check_variant(case: &Case, align_corners: bool, train: bool) -> f64 {
             compared += 1;
         }
         assert!(
-            compared >= 6,
+            !compare_grads || compared >= 6,
             "{}: only {compared} gradients compared",
             case.name
         );
@@ -194,8 +229,10 @@ fn check_case(name: &'static str, image_size: usize) {
     let case = Case::load(name, image_size);
     for align_corners in [false, true] {
         for train in [true, false] {
-            let worst = check_variant(&case, align_corners, train);
-            println!("{name} align_corners={align_corners} train={train}: worst relative error {worst:.2e}");
+            for dtype in [DType::F64, DType::F32] {
+                let worst = check_variant(&case, align_corners, train, dtype);
+                println!("{name} {dtype:?} align_corners={align_corners} train={train}: worst relative error {worst:.2e}");
+            }
         }
     }
 }
@@ -219,7 +256,7 @@ fn pth_checkpoints_load_to_the_same_outputs() {
         let case = Case::load(name, size);
         let config = case.config(false);
         let pth = golden_dir().join(format!("{name}_state_dict.pth"));
-        let (target, sources) = case.inputs();
+        let (target, sources) = case.inputs(DType::F32);
         for train in [true, false] {
             let model = FabNet::from_file(&config, &pth, &Device::Cpu).unwrap();
             let out = model.reconstruct(&target, &sources, train).unwrap();
@@ -228,6 +265,7 @@ fn pth_checkpoints_load_to_the_same_outputs() {
                 &format!("{name} pth {mode} fused"),
                 &out.fused,
                 case.get(&format!("ac0.{mode}.three.fused")),
+                RTOL_F32,
             );
         }
     }

@@ -1,21 +1,29 @@
-//! 2-D convolution as im2col + one GEMM, so that its backward is two GEMMs
-//! and a col2im instead of candle's CPU `conv_transpose2d`, a direct loop
-//! that dominated the training step's profile.
+//! 2-D convolution on the CPU as chunked im2col + GEMM (the `gemm` crate
+//! candle itself uses), with a hand-written backward of two GEMMs and a
+//! col2im, so that no column matrix outlives the call.
 //!
-//! `cols = im2col(x)` is `(k·k·C_in, N·H_out·W_out)`, rows ordered (ky, kx,
-//! c) like candle's own conv so that sums run in the same order; the output
-//! is `W (C_out, k·k·C_in) @ cols`, rearranged to `(N, C_out, H_out,
-//! W_out)`. candle's matmul backward gives the weight gradient and
-//! `W^T @ dY`, which col2im (im2col's adjoint) scatters back onto the
-//! input. Other devices use candle's conv2d.
-//!
-//! The trade: a training step's conv fwd+bwd is about a quarter faster, but
-//! the column matrices (k² times each input for stride 1) stay alive for
-//! the backward pass, which about doubles a step's peak memory.
+//! candle's CPU conv backward is a direct `conv_transpose2d` loop that
+//! dominated the training step. Here, for a chunk of samples at a time,
+//! `cols = im2col(x)` is `(C·k·k, n·H_out·W_out)` with rows ordered
+//! (c, ky, kx) so that the weight `(C_out, C_in, k, k)` is already the
+//! `(C_out, C_in·k·k)` left operand; the forward is `W @ cols` plus bias,
+//! scattered to `(N, C_out, H_out, W_out)`. The backward is
+//! `dW = Σ dY @ colsᵀ` (the columns recomputed chunk by chunk instead of
+//! kept alive) and `dx = col2im(Wᵀ @ dY)`. Chunks bound the column buffer
+//! to [`COLS_BUDGET`] elements. Other devices use candle's conv2d.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
+
+/// Most elements of one column buffer: a chunk holds as many samples as fit
+/// (at least one), so buffers stay under glibc's mmap threshold and are
+/// reused from the heap instead of page-faulted in on every call.
+const COLS_BUDGET: usize = 1 << 22;
+
+/// Output pixels summed in f32 by one weight-gradient GEMM before its
+/// partial result is added in f64.
+const SUM_BLOCK: usize = 512;
 
 /// Geometry of a square-kernel convolution.
 #[derive(Debug, Clone, Copy)]
@@ -24,9 +32,12 @@ struct Geometry {
     c: usize,
     h: usize,
     w: usize,
+    c_out: usize,
     k: usize,
     stride: usize,
     padding: usize,
+    /// Most elements of one column buffer ([`COLS_BUDGET`] outside tests).
+    budget: usize,
 }
 
 impl Geometry {
@@ -38,17 +49,32 @@ impl Geometry {
         (self.w + 2 * self.padding - self.k) / self.stride + 1
     }
 
-    /// Input coordinate of output position `o` and kernel tap `t` along an
-    /// axis of length `len`, or `None` in the padding.
-    fn source(&self, o: usize, t: usize, len: usize) -> Option<usize> {
-        (o * self.stride + t)
-            .checked_sub(self.padding)
-            .filter(|&i| i < len)
+    /// Output pixels of one sample.
+    fn out_plane(&self) -> usize {
+        self.out_h() * self.out_w()
     }
 
-    /// Row of `cols` for channel `c` and kernel tap `(i, j)`.
-    fn row(&self, c: usize, i: usize, j: usize) -> usize {
-        (i * self.k + j) * self.c + c
+    /// Rows of the column matrix, `C·k·k`.
+    fn depth(&self) -> usize {
+        self.c * self.k * self.k
+    }
+
+    /// Samples per chunk.
+    fn chunk(&self) -> usize {
+        (self.budget / (self.depth() * self.out_plane()).max(1)).clamp(1, self.n)
+    }
+
+    /// The output positions `o` along an axis of `len` input pixels whose
+    /// tap `t` falls inside the input, as a range `lo..hi`.
+    fn valid(&self, t: usize, len: usize, out_len: usize) -> (usize, usize) {
+        // o·stride + t − padding ∈ [0, len)
+        let lo = self.padding.saturating_sub(t).div_ceil(self.stride);
+        let hi = if len + self.padding > t {
+            ((len + self.padding - t - 1) / self.stride + 1).min(out_len)
+        } else {
+            0
+        };
+        (lo.min(hi), hi)
     }
 }
 
@@ -63,19 +89,37 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<Tensor> {
+    conv2d_chunked(x, weight, bias, stride, padding, COLS_BUDGET)
+}
+
+/// [`conv2d`] with a column buffer of at most `budget` elements.
+fn conv2d_chunked(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+    budget: usize,
+) -> candle_core::Result<Tensor> {
     let (cout, cin, kh, kw) = weight.dims4()?;
-    let bias = bias.reshape((1, cout, 1, 1))?;
     if !x.device().is_cpu() {
         return x
             .conv2d(weight, padding, stride, 1, 1)?
-            .broadcast_add(&bias);
+            .broadcast_add(&bias.reshape((1, cout, 1, 1))?);
     }
     let (n, c, h, w) = x.dims4()?;
-    if c != cin || kh != kw || h + 2 * padding < kh || w + 2 * padding < kw || stride == 0 {
+    if c != cin
+        || kh != kw
+        || h + 2 * padding < kh
+        || w + 2 * padding < kw
+        || stride == 0
+        || bias.dims() != [cout]
+    {
         candle_core::bail!(
-            "conv2d: input {:?} does not fit kernel {:?} with stride {stride} and padding {padding}",
+            "conv2d: input {:?} does not fit kernel {:?} and bias {:?} with stride {stride} and padding {padding}",
             x.dims(),
-            weight.dims()
+            weight.dims(),
+            bias.dims()
         );
     }
     let g = Geometry {
@@ -83,141 +127,422 @@ pub fn conv2d(
         c,
         h,
         w,
+        c_out: cout,
         k: kh,
         stride,
         padding,
+        budget,
     };
-    let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
-    let w2 = weight
-        .permute((0, 2, 3, 1))?
-        .contiguous()?
-        .reshape((cout, cin * kh * kw))?;
-    let y = w2.matmul(&cols)?;
-    y.reshape((cout, n, g.out_h(), g.out_w()))?
-        .transpose(0, 1)?
-        .broadcast_add(&bias)
+    x.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv(g))
 }
 
 fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
     let data = s.as_slice::<T>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("im2col: operand {:?} is not contiguous", l.dims()),
+        None => candle_core::bail!("conv2d: operand {:?} is not contiguous", l.dims()),
     }
 }
 
-/// `(N, C, H, W) -> (k·k·C, N·H_out·W_out)`.
-struct Im2Col(Geometry);
+fn parallelism() -> gemm::Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    }
+}
 
-fn im2col<T: WithDType>(x: &[T], g: Geometry) -> Vec<T> {
+/// `dst (m×n, row-major, row stride dst_rs) = [dst +] lhs (m×k) @ rhs (k×n)`
+/// where each operand is given by its (row, column) strides.
+///
+/// # Safety
+/// Every strided index of the three operands must lie inside its slice; the
+/// callers below pass whole, exactly sized matrices.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul<T: WithDType>(
+    dst: &mut [T],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[T],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[T],
+    (rhs_rs, rhs_cs): (usize, usize),
+    (m, k, n): (usize, usize, usize),
+) {
+    debug_assert!(m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len());
+    debug_assert!(m == 0 || k == 0 || (m - 1) * lhs_rs + (k - 1) * lhs_cs < lhs.len());
+    debug_assert!(k == 0 || n == 0 || (k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len());
+    // SAFETY: the caller guarantees the strided extents are in bounds.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            T::from_f64(1.0),
+            T::from_f64(1.0),
+            false,
+            false,
+            false,
+            parallelism(),
+        )
+    }
+}
+
+/// Fills `cols` `(C·k·k, nb·P)` from samples `b0..b0 + nb` of `x`, zeros
+/// in the padding.
+fn im2col<T: WithDType>(x: &[T], g: Geometry, b0: usize, nb: usize, cols: &mut [T]) {
     let (ho, wo) = (g.out_h(), g.out_w());
-    let row = g.n * ho * wo;
-    let mut cols = vec![T::from_f64(0.0); g.c * g.k * g.k * row];
-    cols.par_chunks_mut(row).enumerate().for_each(|(r, out)| {
-        let (tap, c) = (r / g.c, r % g.c);
-        let (i, j) = (tap / g.k, tap % g.k);
-        for b in 0..g.n {
-            let plane = &x[(b * g.c + c) * g.h * g.w..][..g.h * g.w];
-            for oy in 0..ho {
-                let Some(y) = g.source(oy, i, g.h) else {
-                    continue;
-                };
-                let dst = &mut out[(b * ho + oy) * wo..][..wo];
-                for (ox, d) in dst.iter_mut().enumerate() {
-                    if let Some(xx) = g.source(ox, j, g.w) {
-                        *d = plane[y * g.w + xx];
-                    }
-                }
-            }
-        }
-    });
-    cols
-}
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = self.0;
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(im2col(slice::<f32>(s, l)?, g)),
-            CpuStorage::F64(_) => CpuStorage::F64(im2col(slice::<f64>(s, l)?, g)),
-            other => candle_core::bail!("im2col: unsupported dtype {:?}", other.dtype()),
-        };
-        Ok((
-            out,
-            Shape::from((g.c * g.k * g.k, g.n * g.out_h() * g.out_w())),
-        ))
-    }
-
-    fn bwd(
-        &self,
-        _arg: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let g = self.0;
-        // col2im writes channel-major (C, N, H, W) so that channels fill in parallel.
-        let dx = grad.contiguous()?.apply_op1_no_bwd(&Col2Im(g))?;
-        Ok(Some(dx.transpose(0, 1)?))
-    }
-}
-
-/// The adjoint of [`Im2Col`]: `(k·k·C, N·H_out·W_out) -> (C, N, H, W)`,
-/// summing every column entry into the input pixel it was read from.
-struct Col2Im(Geometry);
-
-fn col2im<T: WithDType>(cols: &[T], g: Geometry) -> Vec<T> {
-    let (ho, wo) = (g.out_h(), g.out_w());
-    let row = g.n * ho * wo;
-    let mut dx = vec![T::from_f64(0.0); g.c * g.n * g.h * g.w];
-    dx.par_chunks_mut(g.n * g.h * g.w)
+    let row = nb * ho * wo;
+    let zero = T::from_f64(0.0);
+    cols[..g.depth() * row]
+        .par_chunks_mut(row)
         .enumerate()
-        .for_each(|(c, out)| {
-            for i in 0..g.k {
-                for j in 0..g.k {
-                    let src = &cols[g.row(c, i, j) * row..][..row];
-                    for b in 0..g.n {
-                        let plane = &mut out[b * g.h * g.w..][..g.h * g.w];
-                        for oy in 0..ho {
-                            let Some(y) = g.source(oy, i, g.h) else {
-                                continue;
-                            };
-                            let s = &src[(b * ho + oy) * wo..][..wo];
-                            for (ox, &v) in s.iter().enumerate() {
-                                if let Some(xx) = g.source(ox, j, g.w) {
-                                    plane[y * g.w + xx] += v;
-                                }
-                            }
+        .for_each(|(r, out)| {
+            let (c, tap) = (r / (g.k * g.k), r % (g.k * g.k));
+            let (ky, kx) = (tap / g.k, tap % g.k);
+            let (ylo, yhi) = g.valid(ky, g.h, ho);
+            let (xlo, xhi) = g.valid(kx, g.w, wo);
+            for (bi, dst) in out.chunks_exact_mut(ho * wo).enumerate() {
+                let plane = &x[((b0 + bi) * g.c + c) * g.h * g.w..][..g.h * g.w];
+                for (oy, d) in dst.chunks_exact_mut(wo).enumerate() {
+                    if oy < ylo || oy >= yhi {
+                        d.fill(zero);
+                        continue;
+                    }
+                    let src = &plane[(oy * g.stride + ky - g.padding) * g.w..][..g.w];
+                    d[..xlo].fill(zero);
+                    d[xhi..].fill(zero);
+                    let first = xlo * g.stride + kx - g.padding;
+                    if g.stride == 1 {
+                        d[xlo..xhi].copy_from_slice(&src[first..first + (xhi - xlo)]);
+                    } else {
+                        for (o, v) in d[xlo..xhi]
+                            .iter_mut()
+                            .zip(src[first..].iter().step_by(g.stride))
+                        {
+                            *o = *v;
                         }
                     }
                 }
             }
         });
+}
+
+/// Adds `cols` `(C·k·k, nb·P)` back onto the input gradient `dx` of
+/// samples `b0..b0 + nb` (im2col's adjoint), channels in parallel.
+fn col2im<T: WithDType>(cols: &[T], g: Geometry, b0: usize, nb: usize, dx: &mut [T]) {
+    let (ho, wo) = (g.out_h(), g.out_w());
+    let row = nb * ho * wo;
+    let plane = g.h * g.w;
+    // dx is (N, C, H, W): hand each channel its planes of this chunk.
+    let mut planes: Vec<Vec<&mut [T]>> = (0..g.c).map(|_| Vec::with_capacity(nb)).collect();
+    for (i, p) in dx.chunks_exact_mut(plane).enumerate() {
+        let (b, c) = (i / g.c, i % g.c);
+        if (b0..b0 + nb).contains(&b) {
+            planes[c].push(p);
+        }
+    }
+    planes.par_iter_mut().enumerate().for_each(|(c, ps)| {
+        for tap in 0..g.k * g.k {
+            let (ky, kx) = (tap / g.k, tap % g.k);
+            let (ylo, yhi) = g.valid(ky, g.h, ho);
+            let (xlo, xhi) = g.valid(kx, g.w, wo);
+            let src_row = &cols[(c * g.k * g.k + tap) * row..][..row];
+            for (p, src) in ps.iter_mut().zip(src_row.chunks_exact(ho * wo)) {
+                for oy in ylo..yhi {
+                    let s = &src[oy * wo..][xlo..xhi];
+                    let y = oy * g.stride + ky - g.padding;
+                    let first = xlo * g.stride + kx - g.padding;
+                    let d = &mut p[y * g.w..][..g.w];
+                    if g.stride == 1 {
+                        for (o, v) in d[first..first + s.len()].iter_mut().zip(s) {
+                            *o += *v;
+                        }
+                    } else {
+                        for (o, v) in d[first..].iter_mut().step_by(g.stride).zip(s) {
+                            *o += *v;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The forward op over (x, weight, bias).
+struct Conv(Geometry);
+
+fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], g: Geometry) -> Vec<T> {
+    let p = g.out_plane();
+    let chunk = g.chunk();
+    let mut out = vec![T::from_f64(0.0); g.n * g.c_out * p];
+    let mut cols = vec![T::from_f64(0.0); g.depth() * chunk * p];
+    let mut prod = vec![T::from_f64(0.0); g.c_out * chunk * p];
+    for b0 in (0..g.n).step_by(chunk) {
+        let nb = chunk.min(g.n - b0);
+        let width = nb * p;
+        im2col(x, g, b0, nb, &mut cols);
+        // SAFETY: weight is (C_out, depth), cols (depth, width), prod (C_out, width).
+        unsafe {
+            matmul(
+                &mut prod,
+                width,
+                false,
+                weight,
+                (g.depth(), 1),
+                &cols,
+                (width, 1),
+                (g.c_out, g.depth(), width),
+            );
+        }
+        // (C_out, nb·P) -> (nb, C_out, P), adding the bias on the way.
+        out[b0 * g.c_out * p..(b0 + nb) * g.c_out * p]
+            .par_chunks_mut(p)
+            .enumerate()
+            .for_each(|(i, dst)| {
+                let (bi, o) = (i / g.c_out, i % g.c_out);
+                let src = &prod[o * width + bi * p..][..p];
+                let b = bias[o];
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = *s + b;
+                }
+            });
+    }
+    out
+}
+
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        "conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(
+                forward::<f32>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?, g),
+            ),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(
+                forward::<f64>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?, g),
+            ),
+            _ => candle_core::bail!(
+                "conv2d: unsupported dtypes {:?}, {:?}, {:?} (f32 or f64, all alike)",
+                s1.dtype(),
+                s2.dtype(),
+                s3.dtype()
+            ),
+        };
+        Ok((out, Shape::from((g.n, g.c_out, g.out_h(), g.out_w()))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = grad.apply_op2_no_bwd(weight, &InputGrad(self.0))?;
+        let g = self.0;
+        let packed = x.apply_op2_no_bwd(&grad, &WeightGrad(g))?;
+        let dw = packed
+            .narrow(0, 0, g.c_out * g.depth())?
+            .reshape((g.c_out, g.c, g.k, g.k))?;
+        let db = packed.narrow(0, g.c_out * g.depth(), g.c_out)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Gathers samples `b0..b0 + nb` of `dy` `(N, C_out, P)` into `(C_out, nb·P)`.
+fn gather_grad<T: WithDType>(dy: &[T], g: Geometry, b0: usize, nb: usize, dst: &mut [T]) {
+    let p = g.out_plane();
+    dst[..g.c_out * nb * p]
+        .par_chunks_mut(nb * p)
+        .enumerate()
+        .for_each(|(o, row)| {
+            for (bi, d) in row.chunks_exact_mut(p).enumerate() {
+                d.copy_from_slice(&dy[((b0 + bi) * g.c_out + o) * p..][..p]);
+            }
+        });
+}
+
+/// `dx` from (upstream gradient, weight): `col2im(Wᵀ @ dY)`.
+struct InputGrad(Geometry);
+
+fn input_grad<T: WithDType>(dy: &[T], weight: &[T], g: Geometry) -> Vec<T> {
+    let p = g.out_plane();
+    let chunk = g.chunk();
+    let mut dx = vec![T::from_f64(0.0); g.n * g.c * g.h * g.w];
+    let mut cols = vec![T::from_f64(0.0); g.depth() * chunk * p];
+    let mut dyc = vec![T::from_f64(0.0); g.c_out * chunk * p];
+    for b0 in (0..g.n).step_by(chunk) {
+        let nb = chunk.min(g.n - b0);
+        let width = nb * p;
+        gather_grad(dy, g, b0, nb, &mut dyc);
+        // SAFETY: Wᵀ is (depth, C_out) read from (C_out, depth); dyc is
+        // (C_out, width); cols (depth, width).
+        unsafe {
+            matmul(
+                &mut cols,
+                width,
+                false,
+                weight,
+                (1, g.depth()),
+                &dyc,
+                (width, 1),
+                (g.depth(), g.c_out, width),
+            );
+        }
+        col2im(&cols, g, b0, nb, &mut dx);
+    }
     dx
 }
 
-impl CustomOp1 for Col2Im {
+impl CustomOp2 for InputGrad {
     fn name(&self) -> &'static str {
-        "col2im"
+        "conv2d-input-grad"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(col2im(slice::<f32>(s, l)?, g)),
-            CpuStorage::F64(_) => CpuStorage::F64(col2im(slice::<f64>(s, l)?, g)),
-            other => candle_core::bail!("col2im: unsupported dtype {:?}", other.dtype()),
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(input_grad::<f32>(slice(s1, l1)?, slice(s2, l2)?, g))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(input_grad::<f64>(slice(s1, l1)?, slice(s2, l2)?, g))
+            }
+            _ => candle_core::bail!("conv2d-input-grad: unsupported dtype {:?}", s1.dtype()),
         };
-        Ok((out, Shape::from((g.c, g.n, g.h, g.w))))
+        Ok((out, Shape::from((g.n, g.c, g.h, g.w))))
+    }
+}
+
+/// `[dW, db]` from (input, upstream gradient), packed flat: `dW = Σ_chunks
+/// dY @ colsᵀ`, computed
+/// as its transpose `cols @ dYᵀ` `(C·k·k, C_out)`, which `gemm` runs 2–6×
+/// faster for the model's shapes (few output channels, long sums).
+struct WeightGrad(Geometry);
+
+fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
+    let p = g.out_plane();
+    let chunk = g.chunk();
+    let mut sum = vec![0f64; g.depth() * g.c_out];
+    let mut part = vec![T::from_f64(0.0); g.depth() * g.c_out];
+    let mut cols = vec![T::from_f64(0.0); g.depth() * chunk * p];
+    let mut dyc = vec![T::from_f64(0.0); g.c_out * chunk * p];
+    for b0 in (0..g.n).step_by(chunk) {
+        let nb = chunk.min(g.n - b0);
+        let width = nb * p;
+        im2col(x, g, b0, nb, &mut cols);
+        gather_grad(dy, g, b0, nb, &mut dyc);
+        // Sums over thousands of output pixels lose precision in f32, so
+        // each block of SUM_BLOCK pixels is a GEMM whose partial result is
+        // added in f64.
+        for k0 in (0..width).step_by(SUM_BLOCK) {
+            let kb = SUM_BLOCK.min(width - k0);
+            // SAFETY: cols[.., k0..k0 + kb] is (depth, kb) with row stride
+            // width; dYᵀ is (kb, C_out) read from dyc (C_out, width) at
+            // column k0; part is (depth, C_out).
+            unsafe {
+                matmul(
+                    &mut part,
+                    g.c_out,
+                    false,
+                    &cols[k0..],
+                    (width, 1),
+                    &dyc[k0..],
+                    (1, width),
+                    (g.depth(), kb, g.c_out),
+                );
+            }
+            for (s, v) in sum.iter_mut().zip(&part) {
+                *s += v.to_f64();
+            }
+        }
+    }
+    let dwt: Vec<T> = sum.into_iter().map(T::from_f64).collect();
+    // [dW (C_out, depth), db (C_out)]
+    let mut out = vec![T::from_f64(0.0); g.c_out * g.depth() + g.c_out];
+    let (dw, db) = out.split_at_mut(g.c_out * g.depth());
+    // Transposed in tiles, so that neither side is walked with a long stride.
+    const TILE: usize = 32;
+    for r0 in (0..g.depth()).step_by(TILE) {
+        for o0 in (0..g.c_out).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(g.depth()) {
+                for o in o0..(o0 + TILE).min(g.c_out) {
+                    dw[o * g.depth() + r] = dwt[r * g.c_out + o];
+                }
+            }
+        }
+    }
+    db.par_iter_mut().enumerate().for_each(|(o, d)| {
+        let sum: f64 = dy
+            .chunks_exact(p)
+            .skip(o)
+            .step_by(g.c_out)
+            .map(|plane| plane.iter().map(|v| v.to_f64()).sum::<f64>())
+            .sum();
+        *d = T::from_f64(sum);
+    });
+    out
+}
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(weight_grad::<f32>(slice(s1, l1)?, slice(s2, l2)?, g))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(weight_grad::<f64>(slice(s1, l1)?, slice(s2, l2)?, g))
+            }
+            _ => candle_core::bail!("conv2d-weight-grad: unsupported dtype {:?}", s1.dtype()),
+        };
+        Ok((out, Shape::from(g.c_out * g.depth() + g.c_out)))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::conv2d;
+    use super::{conv2d, conv2d_chunked};
     use candle_core::{DType, Device, Tensor, Var};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -234,7 +559,8 @@ mod tests {
     }
 
     /// Against candle's own conv2d and its backward, in f64, for the
-    /// model's two kernels and odd sizes (square ones for stride 2: candle's
+    /// model's two kernels and odd sizes, whole and in chunks of one and
+    /// two samples (square ones for stride 2: candle's
     /// backward gives the wrong input-gradient shape when H and W need
     /// different output paddings).
     #[test]
@@ -245,6 +571,8 @@ mod tests {
             (3, 4, 2, 7, 9, 3, 1, 1),
             (1, 2, 3, 5, 5, 4, 2, 1),
             (2, 3, 4, 2, 2, 3, 1, 1),
+            (3, 2, 3, 6, 6, 4, 2, 1),
+            (3, 5, 6, 1, 1, 3, 1, 1),
         ] {
             let x = Var::rand(-1f64, 1f64, (n, cin, h, w), &dev).unwrap();
             let wt = Var::rand(-1f64, 1f64, (cout, cin, k, k), &dev).unwrap();
@@ -254,34 +582,41 @@ mod tests {
                 (w + 2 * padding - k) / stride + 1,
             );
             let up = Tensor::rand(-1f64, 1f64, (n, cout, ho, wo), &dev).unwrap();
-            let ours = conv2d(
-                x.as_tensor(),
-                wt.as_tensor(),
-                b.as_tensor(),
-                stride,
-                padding,
-            )
-            .unwrap();
             let theirs = x
                 .conv2d(wt.as_tensor(), padding, stride, 1, 1)
                 .unwrap()
                 .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
                 .unwrap();
-            assert!(max_diff(&ours, &theirs) < 1e-12, "forward {k}x{k}");
-            let ga = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
-            let gb = (theirs * &up)
+            let gb = (&theirs * &up)
                 .unwrap()
                 .sum_all()
                 .unwrap()
                 .backward()
                 .unwrap();
-            for v in [&x, &wt, &b] {
-                let (a, e) = (ga.get(v).unwrap(), gb.get(v).unwrap());
+            let sample = cin * k * k * ho * wo;
+            for budget in [usize::MAX, sample, 2 * sample + 1] {
+                let ours = conv2d_chunked(
+                    x.as_tensor(),
+                    wt.as_tensor(),
+                    b.as_tensor(),
+                    stride,
+                    padding,
+                    budget,
+                )
+                .unwrap();
                 assert!(
-                    max_diff(a, e) < 1e-12,
-                    "gradient of {:?} for {k}x{k}",
-                    v.dims()
+                    max_diff(&ours, &theirs) < 1e-12,
+                    "forward {k}x{k} budget {budget}"
                 );
+                let ga = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                for v in [&x, &wt, &b] {
+                    let (a, e) = (ga.get(v).unwrap(), gb.get(v).unwrap());
+                    assert!(
+                        max_diff(a, e) < 1e-12,
+                        "gradient of {:?} for {k}x{k} budget {budget}",
+                        v.dims()
+                    );
+                }
             }
         }
         let bad = conv2d(

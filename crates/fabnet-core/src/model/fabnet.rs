@@ -130,7 +130,8 @@ impl FabNet {
             }
         }
         let target_code = self.encoder.forward_t(target, train)?;
-        let identity = identity_grid(self.config.image_size, target.device())?;
+        let identity =
+            identity_grid(self.config.image_size, target.device())?.to_dtype(target.dtype())?;
         let sample = GridSampleOptions::bilinear(PaddingMode::Zeros, true);
         let n = sources.len();
         let (mut warped, mut masks, mut flows) = (
@@ -184,10 +185,11 @@ impl FabNet {
 }
 
 /// The identity sampling grid `(1, S, S, 2)`, x first:
-/// `(linspace(-1, 1, S)[j], linspace(-1, 1, S)[i])` at row i, column j.
+/// `(linspace(-1, 1, S)[j], linspace(-1, 1, S)[i])` at row i, column j, in
+/// f64 (the caller rounds it to the images' dtype).
 fn identity_grid(size: usize, device: &Device) -> candle_core::Result<Tensor> {
     let step = 2.0 / (size - 1) as f64;
-    let coords: Vec<f32> = (0..size).map(|i| (i as f64 * step - 1.0) as f32).collect();
+    let coords: Vec<f64> = (0..size).map(|i| i as f64 * step - 1.0).collect();
     let mut data = Vec::with_capacity(size * size * 2);
     for &y in &coords {
         for &x in &coords {

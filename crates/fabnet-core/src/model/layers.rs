@@ -4,8 +4,9 @@
 use super::act::leaky_relu;
 use super::config::{ConvPlan, GammaInit, ModelConfig};
 use super::conv::conv2d;
-use candle_core::{ModuleT, Result, Tensor};
-use candle_nn::{BatchNorm, Init, VarBuilder};
+use super::norm::BatchNorm2d;
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
 
 /// BatchNorm constants of PyTorch's `BatchNorm2d` defaults, which the
 /// authors' code used.
@@ -43,7 +44,7 @@ pub(crate) struct ConvBlock {
     bias: Tensor,
     stride: usize,
     padding: usize,
-    bn: Option<BatchNorm>,
+    bn: Option<BatchNorm2d>,
     activation: Activation,
 }
 
@@ -81,8 +82,7 @@ impl ConvBlock {
                     GammaInit::Uniform => Init::Uniform { lo: 0.0, up: 1.0 },
                     GammaInit::Ones => Init::Const(1.0),
                 };
-                Some(BatchNorm::new_with_momentum(
-                    n,
+                Some(BatchNorm2d::new(
                     bv.get_with_hints(n, "running_mean", Init::Const(0.0))?,
                     bv.get_with_hints(n, "running_var", Init::Const(1.0))?,
                     bv.get_with_hints(n, "weight", gamma_init)?,

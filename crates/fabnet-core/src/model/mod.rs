@@ -33,6 +33,7 @@ mod fabnet;
 mod init;
 mod layers;
 mod loss;
+mod norm;
 mod spec;
 mod weights;
 
@@ -45,6 +46,7 @@ pub use encoder::Encoder;
 pub use fabnet::{FabNet, Reconstruction};
 pub use init::{init_specs, init_varmap};
 pub use loss::{curriculum_loss, curriculum_window, per_sample_l1};
+pub use norm::BatchNorm2d;
 pub use spec::{ParamKind, ParamSpec, Part};
 pub use weights::{
     check_state_dict, check_state_dict_specs, load_into_varmap, load_state_dict, read_state_dict,

@@ -1,0 +1,472 @@
+//! BatchNorm2d as one fused CPU op with a two-pass backward.
+//!
+//! candle-nn's BatchNorm is a chain of broadcast ops whose backward walks
+//! every intermediate; on a `small` training step it cost about 15× PyTorch's
+//! fused kernel. Here the train-mode forward is one statistics pass and one
+//! normalising pass per channel, and the backward one pass for the two
+//! channel sums and one for the input gradient. Statistics are summed in f64.
+//! The semantics are PyTorch's `BatchNorm2d`: batch statistics with the
+//! biased variance in train mode, the running mean and unbiased variance
+//! updated with `momentum`, running statistics in eval mode. Other devices
+//! use candle-nn's BatchNorm with the same semantics.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var, WithDType};
+use rayon::prelude::*;
+
+/// Batch normalisation over the channels of `(N, C, H, W)` with a learned
+/// scale γ and shift β `(C,)` and running statistics `(C,)`, as PyTorch's
+/// `BatchNorm2d(C, eps, momentum)`.
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    running_mean: Var,
+    running_var: Var,
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+    momentum: f64,
+    /// The same layer for devices other than the CPU.
+    fallback: candle_nn::BatchNorm,
+}
+
+impl BatchNorm2d {
+    /// A layer over `running_mean`, `running_var` (updated in place in train
+    /// mode when they are variables, as those of a `VarMap` are), γ `weight`
+    /// and β `bias`, all `(C,)`.
+    pub fn new(
+        running_mean: Tensor,
+        running_var: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        eps: f64,
+        momentum: f64,
+    ) -> Result<Self> {
+        let channels = weight.dim(0)?;
+        for (name, t) in [
+            ("running_mean", &running_mean),
+            ("running_var", &running_var),
+            ("bias", &bias),
+        ] {
+            if t.dims() != [channels] {
+                candle_core::bail!(
+                    "batch norm: {name} has shape {:?}, expected ({channels},)",
+                    t.dims()
+                );
+            }
+        }
+        let fallback = candle_nn::BatchNorm::new_with_momentum(
+            channels,
+            running_mean.clone(),
+            running_var.clone(),
+            weight.clone(),
+            bias.clone(),
+            eps,
+            momentum,
+        )?;
+        Ok(Self {
+            running_mean: Var::from_tensor(&running_mean)?,
+            running_var: Var::from_tensor(&running_var)?,
+            weight,
+            bias,
+            eps,
+            momentum,
+            fallback,
+        })
+    }
+
+    /// Normalises `x` `(N, C, H, W)`. In train mode with this call's batch
+    /// statistics (N·H·W must exceed 1, as in PyTorch), updating the running
+    /// statistics; in eval mode with the running statistics.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !x.device().is_cpu() {
+            return self.fallback.forward_t(x, train);
+        }
+        let (n, c, h, w) = x.dims4()?;
+        if c != self.weight.dim(0)? {
+            candle_core::bail!(
+                "batch norm: input {:?} does not have {} channels",
+                x.dims(),
+                self.weight.dim(0)?
+            );
+        }
+        let x = x.contiguous()?;
+        let count = n * h * w;
+        let (mean, var) = if train {
+            if count < 2 {
+                candle_core::bail!(
+                    "batch norm: expected more than 1 value per channel in train mode, got input {:?}",
+                    x.dims()
+                );
+            }
+            let (mean, var) = batch_stats(&x, c, h * w)?;
+            let unbiased = count as f64 / (count as f64 - 1.0);
+            let m = self.momentum;
+            let blend = |running: &Var, stat: &[f64], scale: f64| -> Result<()> {
+                let old = running.as_tensor().to_dtype(candle_core::DType::F64)?;
+                let old = old.to_vec1::<f64>()?;
+                let new: Vec<f64> = old
+                    .iter()
+                    .zip(stat)
+                    .map(|(o, s)| (1.0 - m) * o + m * s * scale)
+                    .collect();
+                let t = Tensor::from_vec(new, c, x.device())?.to_dtype(running.dtype())?;
+                running.set(&t)
+            };
+            blend(&self.running_mean, &mean, 1.0)?;
+            blend(&self.running_var, &var, unbiased)?;
+            (mean, var)
+        } else {
+            let read = |t: &Var| -> Result<Vec<f64>> {
+                t.as_tensor()
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_vec1::<f64>()
+            };
+            (read(&self.running_mean)?, read(&self.running_var)?)
+        };
+        let inv_std = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        x.apply_op3(
+            &self.weight.contiguous()?,
+            &self.bias.contiguous()?,
+            Normalize {
+                mean,
+                inv_std,
+                batch_stats: train,
+                plane: h * w,
+            },
+        )
+    }
+}
+
+fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    let data = s.as_slice::<T>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("batch norm: operand {:?} is not contiguous", l.dims()),
+    }
+}
+
+/// Per-channel mean and biased variance of a contiguous `(N, C, H, W)`
+/// tensor, two passes in f64.
+fn batch_stats(x: &Tensor, c: usize, plane: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    fn stats<T: WithDType>(x: &[T], c: usize, plane: usize) -> (Vec<f64>, Vec<f64>) {
+        let count = (x.len() / c.max(1)) as f64;
+        (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let planes = || x.chunks_exact(plane).skip(ch).step_by(c);
+                let sum: f64 = planes()
+                    .map(|p| p.iter().map(|v| v.to_f64()).sum::<f64>())
+                    .sum();
+                let mean = sum / count;
+                let sq: f64 = planes()
+                    .map(|p| {
+                        p.iter()
+                            .map(|v| {
+                                let d = v.to_f64() - mean;
+                                d * d
+                            })
+                            .sum::<f64>()
+                    })
+                    .sum();
+                (mean, sq / count)
+            })
+            .unzip()
+    }
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(s) = &*storage else {
+        candle_core::bail!("batch norm: statistics need a CPU tensor");
+    };
+    match s {
+        CpuStorage::F32(_) => Ok(stats(contiguous::<f32>(s, layout)?, c, plane)),
+        CpuStorage::F64(_) => Ok(stats(contiguous::<f64>(s, layout)?, c, plane)),
+        other => candle_core::bail!("batch norm: unsupported dtype {:?}", other.dtype()),
+    }
+}
+
+/// `y = (x − mean) · inv_std · γ + β` per channel over (x, γ, β), with the
+/// statistics fixed at construction; `batch_stats` says they are functions
+/// of `x` (train mode), which the backward differentiates through.
+struct Normalize {
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+    batch_stats: bool,
+    plane: usize,
+}
+
+impl Normalize {
+    fn forward<T: WithDType>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+        let c = gamma.len();
+        let mut y = vec![T::from_f64(0.0); x.len()];
+        y.par_chunks_mut(self.plane)
+            .zip(x.par_chunks(self.plane))
+            .enumerate()
+            .for_each(|(i, (out, inp))| {
+                let ch = i % c;
+                let mean = self.mean[ch];
+                let scale = self.inv_std[ch] * gamma[ch].to_f64();
+                let shift = beta[ch].to_f64();
+                for (o, v) in out.iter_mut().zip(inp) {
+                    *o = T::from_f64((v.to_f64() - mean) * scale + shift);
+                }
+            });
+        y
+    }
+
+    /// `[dx (N·C·H·W), dγ (C), dβ (C)]` from (x, γ, upstream gradient).
+    fn backward<T: WithDType>(&self, x: &[T], gamma: &[T], grad: &[T]) -> Vec<T> {
+        let c = gamma.len();
+        let count = (x.len() / c.max(1)) as f64;
+        let plane = self.plane;
+        // Per channel: Σ g and Σ g·x̂.
+        let (sum_g, sum_gx): (Vec<f64>, Vec<f64>) = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mean, inv) = (self.mean[ch], self.inv_std[ch]);
+                let mut sg = 0.0;
+                let mut sgx = 0.0;
+                for (xp, gp) in x
+                    .chunks_exact(plane)
+                    .zip(grad.chunks_exact(plane))
+                    .skip(ch)
+                    .step_by(c)
+                {
+                    for (v, g) in xp.iter().zip(gp) {
+                        let g = g.to_f64();
+                        sg += g;
+                        sgx += g * (v.to_f64() - mean) * inv;
+                    }
+                }
+                (sg, sgx)
+            })
+            .unzip();
+        let mut out = vec![T::from_f64(0.0); x.len() + 2 * c];
+        let (dx, rest) = out.split_at_mut(x.len());
+        dx.par_chunks_mut(plane)
+            .zip(x.par_chunks(plane).zip(grad.par_chunks(plane)))
+            .enumerate()
+            .for_each(|(i, (d, (xp, gp)))| {
+                let ch = i % c;
+                let inv = self.inv_std[ch];
+                let scale = inv * gamma[ch].to_f64();
+                if self.batch_stats {
+                    // dx = (g − Σg/M − (x − mean)·k)·inv_std·γ, k = Σg·(x − mean)·inv_std²/M
+                    let grad_mean = sum_g[ch] / count;
+                    let k = sum_gx[ch] * inv / count;
+                    let mean = self.mean[ch];
+                    for ((o, v), g) in d.iter_mut().zip(xp).zip(gp) {
+                        *o =
+                            T::from_f64((g.to_f64() - grad_mean - (v.to_f64() - mean) * k) * scale);
+                    }
+                } else {
+                    for (o, g) in d.iter_mut().zip(gp) {
+                        *o = T::from_f64(g.to_f64() * scale);
+                    }
+                }
+            });
+        for ch in 0..c {
+            rest[ch] = T::from_f64(sum_gx[ch]);
+            rest[c + ch] = T::from_f64(sum_g[ch]);
+        }
+        out
+    }
+}
+
+impl CustomOp3 for Normalize {
+    fn name(&self) -> &'static str {
+        "batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(self.forward::<f32>(
+                    contiguous(s1, l1)?,
+                    contiguous(s2, l2)?,
+                    contiguous(s3, l3)?,
+                ))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(self.forward::<f64>(
+                    contiguous(s1, l1)?,
+                    contiguous(s2, l2)?,
+                    contiguous(s3, l3)?,
+                ))
+            }
+            _ => candle_core::bail!(
+                "batch norm: unsupported dtypes {:?}, {:?}, {:?} (f32 or f64, all alike)",
+                s1.dtype(),
+                s2.dtype(),
+                s3.dtype()
+            ),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let packed = x.apply_op3_no_bwd(
+            gamma,
+            &grad.contiguous()?,
+            &NormalizeBackward {
+                forward: Normalize {
+                    mean: self.mean.clone(),
+                    inv_std: self.inv_std.clone(),
+                    batch_stats: self.batch_stats,
+                    plane: self.plane,
+                },
+            },
+        )?;
+        let (size, c) = (x.elem_count(), gamma.elem_count());
+        let dx = packed.narrow(0, 0, size)?.reshape(x.shape())?;
+        let dgamma = packed.narrow(0, size, c)?;
+        let dbeta = packed.narrow(0, size + c, c)?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// The backward of [`Normalize`] over (x, γ, upstream gradient), packed
+/// into one flat tensor `[dx, dγ, dβ]`.
+struct NormalizeBackward {
+    forward: Normalize,
+}
+
+impl CustomOp3 for NormalizeBackward {
+    fn name(&self) -> &'static str {
+        "batch-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let f = &self.forward;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(f.backward::<f32>(
+                    contiguous(s1, l1)?,
+                    contiguous(s2, l2)?,
+                    contiguous(s3, l3)?,
+                ))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(f.backward::<f64>(
+                    contiguous(s1, l1)?,
+                    contiguous(s2, l2)?,
+                    contiguous(s3, l3)?,
+                ))
+            }
+            _ => candle_core::bail!("batch norm backward: unsupported dtype {:?}", s1.dtype()),
+        };
+        let len = l1.shape().elem_count() + 2 * l2.shape().elem_count();
+        Ok((out, Shape::from(len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BatchNorm2d;
+    use candle_core::{DType, Device, ModuleT, Tensor, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    /// Against candle-nn's composite BatchNorm in f64: outputs, the three
+    /// gradients and the running statistics, in train and eval mode.
+    #[test]
+    fn matches_candle_nn_batch_norm_forward_backward_and_running_stats() {
+        let dev = Device::Cpu;
+        for (n, c, h, w) in [(4, 3, 5, 6), (8, 2, 1, 1), (2, 5, 3, 1)] {
+            for train in [true, false] {
+                let x = Var::rand(-2f64, 3f64, (n, c, h, w), &dev).unwrap();
+                let gamma = Var::rand(0f64, 1f64, c, &dev).unwrap();
+                let beta = Var::rand(-1f64, 1f64, c, &dev).unwrap();
+                let rm0 = Tensor::rand(-1f64, 1f64, c, &dev).unwrap();
+                let rv0 = Tensor::rand(0.5f64, 2f64, c, &dev).unwrap();
+                let (rm_a, rv_a) = (
+                    Var::from_tensor(&rm0).unwrap(),
+                    Var::from_tensor(&rv0).unwrap(),
+                );
+                let (rm_b, rv_b) = (
+                    Var::from_tensor(&rm0).unwrap(),
+                    Var::from_tensor(&rv0).unwrap(),
+                );
+                let ours = BatchNorm2d::new(
+                    rm_a.as_tensor().clone(),
+                    rv_a.as_tensor().clone(),
+                    gamma.as_tensor().clone(),
+                    beta.as_tensor().clone(),
+                    1e-5,
+                    0.1,
+                )
+                .unwrap();
+                let theirs = candle_nn::BatchNorm::new_with_momentum(
+                    c,
+                    rm_b.as_tensor().clone(),
+                    rv_b.as_tensor().clone(),
+                    gamma.as_tensor().clone(),
+                    beta.as_tensor().clone(),
+                    1e-5,
+                    0.1,
+                )
+                .unwrap();
+                let up = Tensor::rand(-1f64, 1f64, (n, c, h, w), &dev).unwrap();
+                let ya = ours.forward_t(x.as_tensor(), train).unwrap();
+                let yb = theirs.forward_t(x.as_tensor(), train).unwrap();
+                assert!(max_diff(&ya, &yb) < 1e-12, "forward train={train}");
+                let ga = (ya * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let gb = (yb * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                for v in [&x, &gamma, &beta] {
+                    let d = max_diff(ga.get(v).unwrap(), gb.get(v).unwrap());
+                    assert!(d < 1e-11, "gradient of {:?} train={train}: {d}", v.dims());
+                }
+                assert!(max_diff(rm_a.as_tensor(), rm_b.as_tensor()) < 1e-12);
+                assert!(max_diff(rv_a.as_tensor(), rv_b.as_tensor()) < 1e-12);
+                if !train {
+                    assert!(max_diff(rm_a.as_tensor(), &rm0).abs() == 0.0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn train_mode_needs_more_than_one_value_per_channel() {
+        let dev = Device::Cpu;
+        let ones = |shape: usize| Tensor::ones(shape, DType::F32, &dev).unwrap();
+        let bn = BatchNorm2d::new(ones(2), ones(2), ones(2), ones(2), 1e-5, 0.1).unwrap();
+        let x = Tensor::ones((1, 2, 1, 1), DType::F32, &dev).unwrap();
+        let err = bn.forward_t(&x, true).unwrap_err().to_string();
+        assert!(err.contains("more than 1 value"), "{err}");
+        assert!(bn.forward_t(&x, false).is_ok());
+        let bad = Tensor::ones((2, 3, 1, 1), DType::F32, &dev).unwrap();
+        assert!(bn.forward_t(&bad, true).is_err());
+    }
+}
