@@ -444,10 +444,10 @@ impl CustomOp2 for InputGrad {
     }
 }
 
-/// `[dW, db]` from (input, upstream gradient), packed flat: `dW = Σ_chunks
-/// dY @ colsᵀ`, computed
-/// as its transpose `cols @ dYᵀ` `(C·k·k, C_out)`, which `gemm` runs 2–6×
-/// faster for the model's shapes (few output channels, long sums).
+/// `[dW, db]` from (input, upstream gradient), packed flat. `dW = Σ dY @
+/// colsᵀ` is computed as its transpose `cols @ dYᵀ` `(C·k·k, C_out)`,
+/// which `gemm` runs 2–6× faster for the model's shapes (few output
+/// channels, long sums), then transposed.
 struct WeightGrad(Geometry);
 
 fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
@@ -482,26 +482,32 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
                     (g.depth(), kb, g.c_out),
                 );
             }
-            for (s, v) in sum.iter_mut().zip(&part) {
-                *s += v.to_f64();
-            }
+            sum.par_chunks_mut(1 << 14)
+                .zip(part.par_chunks(1 << 14))
+                .for_each(|(s, p)| {
+                    for (s, v) in s.iter_mut().zip(p) {
+                        *s += v.to_f64();
+                    }
+                });
         }
     }
-    let dwt: Vec<T> = sum.into_iter().map(T::from_f64).collect();
     // [dW (C_out, depth), db (C_out)]
     let mut out = vec![T::from_f64(0.0); g.c_out * g.depth() + g.c_out];
     let (dw, db) = out.split_at_mut(g.c_out * g.depth());
-    // Transposed in tiles, so that neither side is walked with a long stride.
-    const TILE: usize = 32;
-    for r0 in (0..g.depth()).step_by(TILE) {
-        for o0 in (0..g.c_out).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(g.depth()) {
-                for o in o0..(o0 + TILE).min(g.c_out) {
-                    dw[o * g.depth() + r] = dwt[r * g.c_out + o];
+    // Transposed from (depth, C_out) in bands of TILE output channels, so
+    // that each task writes whole rows and reads short contiguous runs.
+    const TILE: usize = 16;
+    dw.par_chunks_mut(TILE * g.depth())
+        .enumerate()
+        .for_each(|(t, rows)| {
+            let o0 = t * TILE;
+            let n_o = rows.len() / g.depth();
+            for (r, src) in sum.chunks_exact(g.c_out).enumerate() {
+                for (i, v) in src[o0..o0 + n_o].iter().enumerate() {
+                    rows[i * g.depth() + r] = T::from_f64(*v);
                 }
             }
-        }
-    }
+        });
     db.par_iter_mut().enumerate().for_each(|(o, d)| {
         let sum: f64 = dy
             .chunks_exact(p)
