@@ -20,6 +20,11 @@ pub(crate) trait Real: WithDType {
     fn finite(self) -> bool;
     /// Saturating conversion toward zero.
     fn to_i32(self) -> i32;
+    /// Conversion toward zero that vectorises, unlike the saturating one.
+    ///
+    /// # Safety
+    /// `self` must be finite and its integer part must fit in an i32.
+    unsafe fn to_i32_unchecked(self) -> i32;
     fn from_i32(v: i32) -> Self;
 }
 
@@ -41,6 +46,11 @@ macro_rules! impl_real {
             #[inline(always)]
             fn to_i32(self) -> i32 {
                 self as i32
+            }
+            #[inline(always)]
+            unsafe fn to_i32_unchecked(self) -> i32 {
+                // SAFETY: guaranteed by the caller.
+                unsafe { self.to_int_unchecked() }
             }
             #[inline(always)]
             fn from_i32(v: i32) -> Self {
@@ -208,9 +218,15 @@ impl<T: Real> AxisMap<T> {
 
 /// floor(x) for x in [-2, 2^24], without a libm call (the baseline x86-64
 /// target has no floor instruction).
+///
+/// # Safety
+/// `x` must be finite and within i32 range: the callers clamp a finite
+/// pixel coordinate ([`AxisMap::map`] never returns a non-finite one) to
+/// [-2, size], and the input size is bounded by `validate`.
 #[inline(always)]
-fn floor_i32<T: Real>(x: T) -> i32 {
-    let t = x.to_i32();
+unsafe fn floor_i32<T: Real>(x: T) -> i32 {
+    // SAFETY: guaranteed by the caller.
+    let t = unsafe { x.to_i32_unchecked() };
     t - (T::from_i32(t) > x) as i32
 }
 
@@ -253,8 +269,13 @@ fn compute_taps<T: Real>(t: &mut RowTaps<T>, grid_row: &[T], h: usize, w: usize,
             for i in 0..n {
                 let (ix, mx) = ax.map(grid_row[2 * i]);
                 let (iy, my) = ay.map(grid_row[2 * i + 1]);
-                let x0 = floor_i32(clamp(ix, lo, wlim));
-                let y0 = floor_i32(clamp(iy, lo, hlim));
+                // SAFETY: finite (from `map`) and clamped to [-2, size].
+                let (x0, y0) = unsafe {
+                    (
+                        floor_i32(clamp(ix, lo, wlim)),
+                        floor_i32(clamp(iy, lo, hlim)),
+                    )
+                };
                 let (x0f, y0f) = (T::from_i32(x0), T::from_i32(y0));
                 let wx0 = (x0f + one) - ix;
                 let wx1 = ix - x0f;
@@ -337,6 +358,9 @@ impl<T> Uninit<T> {
 
 /// Forward grid sample: input (N, C, H, W), grid (N, Ho, Wo, 2) -> (N, C, Ho, Wo).
 pub(crate) fn grid_sample_fwd<T: Real>(input: &[T], grid: &[T], d: GsDims, p: GsParams) -> Vec<T> {
+    if fast_path(d, p) {
+        return grid_sample_fwd_fast(input, grid, d, p);
+    }
     let GsDims { n, c, h, w, ho, wo } = d;
     let plane_in = h * w;
     let plane_out = ho * wo;
@@ -428,6 +452,9 @@ pub(crate) fn grid_sample_bwd<T: Real>(
         // No samples: the input gradient is zero and the grid has no elements.
         return (vec![zero; len_in], Vec::new());
     }
+    if fast_path(d, p) {
+        return grid_sample_bwd_fast(grad_out, input, grid, d, p, want_input, want_grid);
+    }
     // Both gradients are written in full by the tasks below (each task zeroes
     // the input-gradient region it owns first, in parallel and just before
     // scattering into it), so neither is zeroed here.
@@ -504,29 +531,35 @@ pub(crate) fn grid_sample_bwd<T: Real>(
         },
     );
     if partial {
-        // SAFETY: every task zeroed and filled its partial buffer.
-        let partials = unsafe { partials.assume_init() };
-        let item = c * plane_in;
-        let gi_ptr = gi_all.ptr();
-        partials
-            .par_chunks(item * tasks_per_item)
-            .enumerate()
-            .for_each(|(b, parts)| {
-                let (first, rest) = parts.split_at(item);
-                // SAFETY: item b's planes are written by this task alone.
-                let dst = unsafe {
-                    gi_ptr.zero(b * item, item);
-                    gi_ptr.slice(b * item, item)
-                };
-                dst.copy_from_slice(first);
-                for part in rest.chunks_exact(item) {
-                    dst.iter_mut().zip(part).for_each(|(d, s)| *d += *s);
-                }
-            });
+        sum_partials(&mut gi_all, partials, c * plane_in, tasks_per_item);
     }
     // SAFETY: every task (or the reduction) wrote its batch items' input
     // gradient, and every (b, oy) grid-gradient row when wanted.
     unsafe { (gi_all.assume_init(), gg_all.assume_init()) }
+}
+
+/// Sums the `per_item` partial input gradients of each item (`item`
+/// elements each, all written) into `dst`.
+fn sum_partials<T: Real>(dst: &mut Uninit<T>, partials: Uninit<T>, item: usize, per_item: usize) {
+    // SAFETY: the callers' tasks wrote every partial buffer in full.
+    let partials = unsafe { partials.assume_init() };
+    let gi_ptr = dst.ptr();
+    partials
+        .par_chunks(item * per_item)
+        .enumerate()
+        .for_each(|(b, parts)| {
+            let (first, rest) = parts.split_at(item);
+            // SAFETY: item b's planes are written by this task alone; they
+            // are zeroed before the slice is made.
+            let dst = unsafe {
+                gi_ptr.zero(b * item, item);
+                gi_ptr.slice(b * item, item)
+            };
+            dst.copy_from_slice(first);
+            for part in rest.chunks_exact(item) {
+                dst.iter_mut().zip(part).for_each(|(d, s)| *d += *s);
+            }
+        });
 }
 
 /// Sizes for [`BwdRow::run`].
@@ -595,6 +628,655 @@ impl BwdRow {
             a[1] = ay;
         }
     }
+}
+
+// ------------------------------------------------------------------------
+// Bilinear fast path on a padded, channels-last copy of each input item.
+//
+// Every sample reads (and, backward, scatters into) a whole 2x2 cell of
+// channel vectors: in an (H, W, C) layout a cell row is two adjacent pixels,
+// so the four corners are four short contiguous runs instead of 4·C scattered
+// elements, and the channel loop is a fixed-width vector operation. The copy
+// has two rows and columns of zeros above and left of the image and one below
+// and right, so every cell a sample can touch lies inside it: corners outside
+// the image read zeros and scatter into the margin, which is discarded, and
+// the loops need no per-corner bounds logic. Samples whose cell has no corner
+// inside the image point at the all-zero cell in the top-left margin with
+// weights of zero.
+
+/// Channels are processed in groups of this many (the last one zero-padded).
+const LANES: usize = 4;
+
+/// Geometry of the padded channels-last copy of one (C, H, W) item.
+#[derive(Clone, Copy)]
+struct Staged {
+    c: usize,
+    h: usize,
+    w: usize,
+    /// C rounded up to a multiple of [`LANES`]: the pixel stride.
+    cp: usize,
+    /// Padded row length in pixels, W + 3.
+    pw: usize,
+}
+
+impl Staged {
+    fn new(c: usize, h: usize, w: usize) -> Self {
+        Self {
+            c,
+            h,
+            w,
+            cp: c.div_ceil(LANES) * LANES,
+            pw: w + 3,
+        }
+    }
+
+    /// Elements of the padded copy, (H + 3) · (W + 3) · Cp.
+    fn len(&self) -> usize {
+        (self.h + 3) * self.pw * self.cp
+    }
+
+    /// Elements between vertically adjacent pixels.
+    fn row_stride(&self) -> usize {
+        self.pw * self.cp
+    }
+
+    /// Offset of image pixel (y, x), channel 0.
+    fn at(&self, y: usize, x: usize) -> usize {
+        ((y + 2) * self.pw + x + 2) * self.cp
+    }
+
+    /// The pixel stride, a compile-time constant when `ONE` (a single
+    /// channel group) so that the per-sample loops unroll.
+    #[inline(always)]
+    fn stride<const ONE: bool>(&self) -> usize {
+        if ONE {
+            LANES
+        } else {
+            self.cp
+        }
+    }
+
+    /// The source rows of channel group `grp` at image row `y` of a
+    /// (C, H, W) item; channels past C read `zeros`.
+    #[inline(always)]
+    fn group_rows<'a, T>(
+        &self,
+        src: &'a [T],
+        zeros: &'a [T],
+        grp: usize,
+        y: usize,
+    ) -> [&'a [T]; LANES] {
+        let (h, w) = (self.h, self.w);
+        std::array::from_fn(|l| {
+            let ch = grp * LANES + l;
+            if ch < self.c {
+                &src[(ch * h + y) * w..][..w]
+            } else {
+                &zeros[..w]
+            }
+        })
+    }
+
+    /// Copies a (C, H, W) item into the image part of `dst`, whose margins
+    /// are zero and stay so. `zeros` holds at least W zeros.
+    #[inline(always)]
+    fn stage<T: Real, const ONE: bool>(&self, dst: &mut [T], src: &[T], zeros: &[T]) {
+        let (w, cp) = (self.w, self.stride::<ONE>());
+        for y in 0..self.h {
+            let at = self.at(y, 0);
+            let row = &mut dst[at..at + w * cp];
+            for grp in 0..cp / LANES {
+                let [r0, r1, r2, r3] = self.group_rows(src, zeros, grp, y);
+                let px = row.chunks_exact_mut(cp);
+                for ((((px, &a), &b), &c), &d) in px.zip(r0).zip(r1).zip(r2).zip(r3) {
+                    px[grp * LANES..][..LANES].copy_from_slice(&[a, b, c, d]);
+                }
+            }
+        }
+    }
+
+    /// Writes the image part of the accumulated gradient `acc` to the
+    /// (C, H, W) item at `dst + at`, every element once, and zeroes `acc`
+    /// for the next item. `sink` is scratch of at least LANES · W elements.
+    ///
+    /// # Safety
+    /// The caller must own `at..at + C·H·W` of the buffer behind `dst`.
+    #[inline(always)]
+    unsafe fn unstage<T: Real, const ONE: bool>(
+        &self,
+        dst: SyncPtr<T>,
+        at: usize,
+        acc: &mut [T],
+        sink: &mut [T],
+    ) {
+        let (c, h, w, cp) = (self.c, self.h, self.w, self.stride::<ONE>());
+        let zero = T::from_f64(0.0);
+        let dst = dst.0.cast::<std::mem::MaybeUninit<T>>();
+        let sink = sink.as_mut_ptr().cast::<std::mem::MaybeUninit<T>>();
+        for y in 0..h {
+            let row = &acc[self.at(y, 0)..self.at(y, 0) + w * cp];
+            for grp in 0..cp / LANES {
+                // Disjoint rows of W elements: channel rows of the caller's
+                // item, or for the channels past C that only pad the group,
+                // the lane's own part of the sink.
+                let [o0, o1, o2, o3]: [&mut [std::mem::MaybeUninit<T>]; LANES] =
+                    std::array::from_fn(|l| {
+                        let ch = grp * LANES + l;
+                        // SAFETY: see above; the caller owns the item, and
+                        // the sink holds LANES · W elements.
+                        unsafe {
+                            let p = if ch < c {
+                                dst.add(at + (ch * h + y) * w)
+                            } else {
+                                sink.add(l * w)
+                            };
+                            std::slice::from_raw_parts_mut(p, w)
+                        }
+                    });
+                let px = row.chunks_exact(cp);
+                for ((((px, a), b), c), d) in px.zip(o0).zip(o1).zip(o2).zip(o3) {
+                    let v = &px[grp * LANES..][..LANES];
+                    a.write(v[0]);
+                    b.write(v[1]);
+                    c.write(v[2]);
+                    d.write(v[3]);
+                }
+            }
+        }
+        // Margins collect the contributions of corners outside the image.
+        acc.iter_mut().for_each(|v| *v = zero);
+    }
+}
+
+/// Per-sample geometry of one grid row for the fast path, as a structure of
+/// arrays so that the branch-free loop filling it vectorises.
+struct CellTaps<T> {
+    /// Padded pixel index of the cell's top-left corner (0 for dead samples).
+    pix: Vec<u32>,
+    /// Corner weights nw, ne, sw, se; zero for dead samples.
+    w: [Vec<T>; 4],
+    /// 1 − fx, fx, 1 − fy, fy; zero for dead samples.
+    wx0: Vec<T>,
+    wx1: Vec<T>,
+    wy0: Vec<T>,
+    wy1: Vec<T>,
+    /// d(pixel)/d(grid) per axis; zero for dead samples.
+    mx: Vec<T>,
+    my: Vec<T>,
+    /// Whether some corner of the cell lies inside the image.
+    live: Vec<bool>,
+}
+
+impl<T: Real> CellTaps<T> {
+    fn new(wo: usize) -> Self {
+        let z = || vec![T::from_f64(0.0); wo];
+        Self {
+            pix: vec![0; wo],
+            w: [z(), z(), z(), z()],
+            wx0: z(),
+            wx1: z(),
+            wy0: z(),
+            wy1: z(),
+            mx: z(),
+            my: z(),
+            live: vec![false; wo],
+        }
+    }
+
+    /// Fills the taps for one grid row (`wo` points, x first).
+    #[inline(always)]
+    fn compute(&mut self, grid_row: &[T], s: Staged, p: GsParams) {
+        let one = T::from_f64(1.0);
+        let zero = T::from_f64(0.0);
+        let (ax, ay) = (AxisMap::<T>::new(s.w, p), AxisMap::<T>::new(s.h, p));
+        // As in `compute_taps`: clamping the coordinate before the integer
+        // conversion only moves dead cells and keeps the conversion exact.
+        let (wlim, hlim, lo) = (
+            T::from_f64(s.w as f64),
+            T::from_f64(s.h as f64),
+            T::from_f64(-2.0),
+        );
+        let (wi, hi, pw) = (s.w as i32, s.h as i32, s.pw as i32);
+        let n = self.pix.len();
+        let grid_row = &grid_row[..2 * n];
+        let pix = &mut self.pix[..n];
+        let live = &mut self.live[..n];
+        let [w0, w1, w2, w3] = &mut self.w;
+        let (w0, w1, w2, w3) = (&mut w0[..n], &mut w1[..n], &mut w2[..n], &mut w3[..n]);
+        let (wx0s, wx1s) = (&mut self.wx0[..n], &mut self.wx1[..n]);
+        let (wy0s, wy1s) = (&mut self.wy0[..n], &mut self.wy1[..n]);
+        let (mxs, mys) = (&mut self.mx[..n], &mut self.my[..n]);
+        for i in 0..n {
+            let (ix, mx) = ax.map(grid_row[2 * i]);
+            let (iy, my) = ay.map(grid_row[2 * i + 1]);
+            // SAFETY: finite (from `map`) and clamped to [-2, size].
+            let (x0, y0) = unsafe {
+                (
+                    floor_i32(clamp(ix, lo, wlim)),
+                    floor_i32(clamp(iy, lo, hlim)),
+                )
+            };
+            let (x0f, y0f) = (T::from_i32(x0), T::from_i32(y0));
+            let ok = (x0 >= -1) & (x0 < wi) & (y0 >= -1) & (y0 < hi);
+            let keep = |v: T| if ok { v } else { zero };
+            let wx0 = keep((x0f + one) - ix);
+            let wx1 = keep(ix - x0f);
+            let wy0 = keep((y0f + one) - iy);
+            let wy1 = keep(iy - y0f);
+            pix[i] = if ok {
+                ((y0 + 2) * pw + x0 + 2) as u32
+            } else {
+                0
+            };
+            live[i] = ok;
+            w0[i] = wx0 * wy0;
+            w1[i] = wx1 * wy0;
+            w2[i] = wx0 * wy1;
+            w3[i] = wx1 * wy1;
+            wx0s[i] = wx0;
+            wx1s[i] = wx1;
+            wy0s[i] = wy0;
+            wy1s[i] = wy1;
+            mxs[i] = keep(mx);
+            mys[i] = keep(my);
+        }
+    }
+}
+
+/// Whether [`grid_sample_fwd`] and [`grid_sample_bwd`] take the fast path:
+/// bilinear, the padded plane's offsets fit in u32/i32, and the grid is not
+/// so much smaller than the input that copying the input would dominate.
+fn fast_path(d: GsDims, p: GsParams) -> bool {
+    p.mode == SampleMode::Bilinear
+        && (d.h + 3)
+            .checked_mul(d.w + 3)
+            .is_some_and(|v| v < i32::MAX as usize)
+        && 4 * d.ho * d.wo >= d.h * d.w
+}
+
+/// Loads `LANES` elements at `i`.
+///
+/// # Safety
+/// `i + LANES <= v.len()`.
+#[inline(always)]
+unsafe fn load<T: Real>(v: &[T], i: usize) -> [T; LANES] {
+    debug_assert!(i + LANES <= v.len());
+    // SAFETY: guaranteed by the caller.
+    unsafe { std::array::from_fn(|l| *v.get_unchecked(i + l)) }
+}
+
+/// Adds `k · g` to the `LANES` elements at `i`.
+///
+/// # Safety
+/// `i + LANES <= v.len()`.
+#[inline(always)]
+unsafe fn add_scaled<T: Real>(v: &mut [T], i: usize, k: T, g: &[T; LANES]) {
+    debug_assert!(i + LANES <= v.len());
+    for (l, &g) in g.iter().enumerate() {
+        // SAFETY: guaranteed by the caller.
+        unsafe { *v.get_unchecked_mut(i + l) += k * g };
+    }
+}
+
+/// Per-thread buffers of the fast path.
+struct FastScratch<T> {
+    /// The padded channels-last input item.
+    input: Vec<T>,
+    /// The padded channels-last input-gradient accumulator.
+    grad: Vec<T>,
+    /// One output (forward) or upstream-gradient (backward) row, (Wo, Cp).
+    row: Vec<T>,
+    /// W zeros, then LANES · W scratch: the stand-in rows of padding
+    /// channels when staging and unstaging.
+    zeros: Vec<T>,
+    sink: Vec<T>,
+    taps: CellTaps<T>,
+}
+
+impl<T: Real> FastScratch<T> {
+    fn new(s: Staged, wo: usize, want_grad: bool) -> Self {
+        let zero = T::from_f64(0.0);
+        Self {
+            input: vec![zero; s.len()],
+            grad: if want_grad {
+                vec![zero; s.len()]
+            } else {
+                Vec::new()
+            },
+            row: vec![zero; wo * s.cp],
+            zeros: vec![zero; s.w],
+            sink: vec![zero; LANES * s.w],
+            taps: CellTaps::new(wo),
+        }
+    }
+}
+
+/// The corners nw, ne, sw, se of the channel group at `q` of a cell.
+///
+/// # Safety
+/// `q + rs + cp + LANES <= v.len()`.
+#[inline(always)]
+unsafe fn cell<T: Real>(v: &[T], q: usize, cp: usize, rs: usize) -> [[T; LANES]; 4] {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        [
+            load(v, q),
+            load(v, q + cp),
+            load(v, q + rs),
+            load(v, q + rs + cp),
+        ]
+    }
+}
+
+/// Forward of one item: `src` (C, H, W), `grid` its (Ho, Wo, 2) grid, rows
+/// `rows`; output row (ch, oy) goes to `out + out_first + (ch · Ho + oy) · Wo`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fast_fwd_rows<T: Real, const ONE: bool>(
+    sc: &mut FastScratch<T>,
+    s: Staged,
+    p: GsParams,
+    src: &[T],
+    grid: &[T],
+    rows: std::ops::Range<usize>,
+    out: SyncPtr<T>,
+    out_first: usize,
+) {
+    let (cp, rs) = (s.stride::<ONE>(), s.row_stride());
+    let wo = sc.taps.pix.len();
+    let plane_out = grid.len() / 2;
+    s.stage::<T, ONE>(&mut sc.input, src, &sc.zeros);
+    let xin = &sc.input[..];
+    debug_assert_eq!(xin.len(), s.len());
+    for oy in rows {
+        sc.taps.compute(&grid[oy * wo * 2..(oy + 1) * wo * 2], s, p);
+        let t = &sc.taps;
+        let (pix, [w0, w1, w2, w3]) = (&t.pix[..wo], t.w.each_ref().map(|v| &v[..wo]));
+        for (i, o) in sc.row[..wo * cp].chunks_exact_mut(cp).enumerate() {
+            let q = pix[i] as usize * cp;
+            let w = [w0[i], w1[i], w2[i], w3[i]];
+            for grp in 0..cp / LANES {
+                // SAFETY: `CellTaps::compute` gives a padded pixel index
+                // whose whole cell lies inside the staged copy.
+                let v = unsafe { cell(xin, q + grp * LANES, cp, rs) };
+                let o = &mut o[grp * LANES..][..LANES];
+                for l in 0..LANES {
+                    o[l] = w[0] * v[0][l] + w[1] * v[1][l] + w[2] * v[2][l] + w[3] * v[3][l];
+                }
+            }
+        }
+        for ch in 0..s.c {
+            let first = out_first + ch * plane_out + oy * wo;
+            for (i, px) in sc.row[..wo * cp].chunks_exact(cp).enumerate() {
+                // SAFETY: output row (ch, oy) of this item belongs to this task.
+                unsafe { out.write(first + i, px[ch]) };
+            }
+        }
+    }
+}
+
+/// Backward over rows `rows` of one item: scatters into `sc.grad` (`GI`) and
+/// writes the grid-gradient rows, (rows, Wo, 2), at `gg + gg_at` (`GG`).
+/// `go` is the item's upstream gradient (C, Ho, Wo); `src` the input item,
+/// staged here when `GG`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fast_bwd_rows<T: Real, const ONE: bool, const GI: bool, const GG: bool>(
+    sc: &mut FastScratch<T>,
+    s: Staged,
+    p: GsParams,
+    src: &[T],
+    go: &[T],
+    grid: &[T],
+    rows: std::ops::Range<usize>,
+    gg: SyncPtr<T>,
+    gg_at: usize,
+) {
+    let zero = T::from_f64(0.0);
+    let (cp, rs) = (s.stride::<ONE>(), s.row_stride());
+    let wo = sc.taps.pix.len();
+    let plane_out = go.len() / s.c;
+    let first = rows.start;
+    if GG {
+        s.stage::<T, ONE>(&mut sc.input, src, &sc.zeros);
+    }
+    debug_assert!(!GG || sc.input.len() == s.len());
+    debug_assert!(!GI || sc.grad.len() == s.len());
+    for oy in rows {
+        sc.taps.compute(&grid[oy * wo * 2..(oy + 1) * wo * 2], s, p);
+        for ch in 0..s.c {
+            let src = &go[ch * plane_out + oy * wo..][..wo];
+            for (px, &g) in sc.row[..wo * cp].chunks_exact_mut(cp).zip(src) {
+                px[ch] = g;
+            }
+        }
+        let t = &sc.taps;
+        let (pix, [w0, w1, w2, w3]) = (&t.pix[..wo], t.w.each_ref().map(|v| &v[..wo]));
+        let (wx0s, wx1s, wy0s, wy1s) = (&t.wx0[..wo], &t.wx1[..wo], &t.wy0[..wo], &t.wy1[..wo]);
+        let (mx, my, live) = (&t.mx[..wo], &t.my[..wo], &t.live[..wo]);
+        let (xin, gin) = (&sc.input[..], &mut sc.grad[..]);
+        let gg_row = gg_at + (oy - first) * wo * 2;
+        for (i, g) in sc.row[..wo * cp].chunks_exact(cp).enumerate() {
+            let q = pix[i] as usize * cp;
+            let w = [w0[i], w1[i], w2[i], w3[i]];
+            let (wx0, wx1, wy0, wy1) = (wx0s[i], wx1s[i], wy0s[i], wy1s[i]);
+            let (mut ax, mut ay) = ([zero; LANES], [zero; LANES]);
+            for grp in 0..cp / LANES {
+                let q = q + grp * LANES;
+                let g: [T; LANES] = std::array::from_fn(|l| g[grp * LANES + l]);
+                if GG {
+                    // SAFETY: `CellTaps::compute` gives a padded pixel index
+                    // whose whole cell lies inside the staged copy.
+                    let v = unsafe { cell(xin, q, cp, rs) };
+                    for l in 0..LANES {
+                        ax[l] += g[l] * (wy0 * (v[1][l] - v[0][l]) + wy1 * (v[3][l] - v[2][l]));
+                        ay[l] += g[l] * (wx0 * (v[2][l] - v[0][l]) + wx1 * (v[3][l] - v[1][l]));
+                    }
+                }
+                if GI {
+                    // SAFETY: as above, for the accumulator of the same size.
+                    unsafe {
+                        add_scaled(gin, q, w[0], &g);
+                        add_scaled(gin, q + cp, w[1], &g);
+                        add_scaled(gin, q + rs, w[2], &g);
+                        add_scaled(gin, q + rs + cp, w[3], &g);
+                    }
+                }
+            }
+            if GG {
+                let sum = |a: [T; LANES]| a.iter().fold(zero, |s, &v| s + v);
+                // A dead sample passes no gradient even for a non-finite
+                // upstream gradient.
+                let gx = if live[i] { sum(ax) * mx[i] } else { zero };
+                let gy = if live[i] { sum(ay) * my[i] } else { zero };
+                // SAFETY: grid-gradient rows `rows` of this item belong to
+                // this task.
+                unsafe {
+                    gg.write(gg_row + 2 * i, gx);
+                    gg.write(gg_row + 2 * i + 1, gy);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` compiled for AVX2 where the CPU has it (the build targets
+/// baseline x86-64, whose SSE2 lacks the float-to-int and blend forms that
+/// let the tap and cell loops vectorise). `f` must be `#[inline(always)]`
+/// down to its loops for the target features to reach them.
+#[inline(always)]
+fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
+/// [`fast_bwd_rows`] for the wanted gradients, then the input gradient
+/// written out to `gi + gi_at` when wanted.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn fast_bwd_item<T: Real, const ONE: bool>(
+    sc: &mut FastScratch<T>,
+    s: Staged,
+    p: GsParams,
+    (src, go, grid): (&[T], &[T], &[T]),
+    rows: std::ops::Range<usize>,
+    (gi, gi_at): (SyncPtr<T>, usize),
+    (gg, gg_at): (SyncPtr<T>, usize),
+    (want_input, want_grid): (bool, bool),
+) {
+    match (want_input, want_grid) {
+        (true, true) => {
+            fast_bwd_rows::<T, ONE, true, true>(sc, s, p, src, go, grid, rows, gg, gg_at)
+        }
+        (true, false) => {
+            fast_bwd_rows::<T, ONE, true, false>(sc, s, p, src, go, grid, rows, gg, gg_at)
+        }
+        (false, true) => {
+            fast_bwd_rows::<T, ONE, false, true>(sc, s, p, src, go, grid, rows, gg, gg_at)
+        }
+        (false, false) => {}
+    }
+    if want_input {
+        // SAFETY: the caller owns `gi_at..gi_at + C·H·W`.
+        unsafe { s.unstage::<T, ONE>(gi, gi_at, &mut sc.grad, &mut sc.sink) };
+    }
+}
+
+/// Rows per task and tasks per item for `n` items of `ho` rows when each
+/// task must copy its whole item first: one task per item once there are
+/// enough items to share out.
+fn fast_split(n: usize, ho: usize) -> (usize, usize) {
+    let threads = rayon::current_num_threads();
+    let per_item = (2 * threads).div_ceil(n.max(1)).clamp(1, ho.max(1));
+    let rows = ho.div_ceil(per_item).max(1);
+    (rows, ho.div_ceil(rows))
+}
+
+fn grid_sample_fwd_fast<T: Real>(input: &[T], grid: &[T], d: GsDims, p: GsParams) -> Vec<T> {
+    let GsDims { n, c, h, w, ho, wo } = d;
+    let s = Staged::new(c, h, w);
+    let (plane_in, plane_out) = (h * w, ho * wo);
+    let mut out = Uninit::<T>::new(n * c * plane_out);
+    if n * c * plane_out > 0 {
+        let (rows_per_task, tasks_per_item) = fast_split(n, ho);
+        let out_ptr = out.ptr();
+        (0..n * tasks_per_item).into_par_iter().for_each_init(
+            || FastScratch::<T>::new(s, wo, false),
+            |sc, task| {
+                let (b, blk) = (task / tasks_per_item, task % tasks_per_item);
+                let rows = blk * rows_per_task..((blk + 1) * rows_per_task).min(ho);
+                let src = &input[b * c * plane_in..(b + 1) * c * plane_in];
+                let g = &grid[b * plane_out * 2..(b + 1) * plane_out * 2];
+                let first = b * c * plane_out;
+                with_simd(
+                    #[inline(always)]
+                    || {
+                        if s.cp == LANES {
+                            fast_fwd_rows::<T, true>(sc, s, p, src, g, rows, out_ptr, first)
+                        } else {
+                            fast_fwd_rows::<T, false>(sc, s, p, src, g, rows, out_ptr, first)
+                        }
+                    },
+                );
+            },
+        );
+    }
+    // SAFETY: the tasks cover every (b, oy) row of every channel.
+    unsafe { out.assume_init() }
+}
+
+fn grid_sample_bwd_fast<T: Real>(
+    grad_out: &[T],
+    input: &[T],
+    grid: &[T],
+    d: GsDims,
+    p: GsParams,
+    want_input: bool,
+    want_grid: bool,
+) -> (Vec<T>, Vec<T>) {
+    let GsDims { n, c, h, w, ho, wo } = d;
+    let s = Staged::new(c, h, w);
+    let (plane_in, plane_out) = (h * w, ho * wo);
+    let item = c * plane_in;
+    let mut gi_all = Uninit::<T>::new(if want_input { n * item } else { 0 });
+    let mut gg_all = Uninit::<T>::new(if want_grid { n * plane_out * 2 } else { 0 });
+    let threads = rayon::current_num_threads();
+    // One task per item owns that item's input gradient; with fewer items
+    // than threads, items are split into row blocks that each produce a
+    // partial input gradient, summed afterwards.
+    let (rows_per_task, tasks_per_item) = if want_input && n >= threads {
+        (ho, 1)
+    } else {
+        fast_split(n, ho)
+    };
+    let partial = want_input && tasks_per_item > 1;
+    let mut partials = Uninit::<T>::new(if partial {
+        n * tasks_per_item * item
+    } else {
+        0
+    });
+    let gi_ptr = if partial {
+        partials.ptr()
+    } else {
+        gi_all.ptr()
+    };
+    let gg_ptr = gg_all.ptr();
+    (0..n * tasks_per_item).into_par_iter().for_each_init(
+        || FastScratch::<T>::new(s, wo, want_input),
+        |sc, task| {
+            let (b, blk) = (task / tasks_per_item, task % tasks_per_item);
+            let rows = blk * rows_per_task..((blk + 1) * rows_per_task).min(ho);
+            let go = &grad_out[b * c * plane_out..(b + 1) * c * plane_out];
+            let g = &grid[b * plane_out * 2..(b + 1) * plane_out * 2];
+            let src = &input[b * item..(b + 1) * item];
+            let gg_at = (b * ho + rows.start) * wo * 2;
+            let at = if partial { task } else { b } * item;
+            with_simd(
+                #[inline(always)]
+                || {
+                    if s.cp == LANES {
+                        fast_bwd_item::<T, true>(
+                            sc,
+                            s,
+                            p,
+                            (src, go, g),
+                            rows,
+                            (gi_ptr, at),
+                            (gg_ptr, gg_at),
+                            (want_input, want_grid),
+                        )
+                    } else {
+                        fast_bwd_item::<T, false>(
+                            sc,
+                            s,
+                            p,
+                            (src, go, g),
+                            rows,
+                            (gi_ptr, at),
+                            (gg_ptr, gg_at),
+                            (want_input, want_grid),
+                        )
+                    }
+                },
+            );
+        },
+    );
+    if partial {
+        sum_partials(&mut gi_all, partials, item, tasks_per_item);
+    }
+    // SAFETY: every task (or the reduction) wrote its items' input gradient,
+    // and every (b, oy) grid-gradient row when wanted.
+    unsafe { (gi_all.assume_init(), gg_all.assume_init()) }
 }
 
 /// One axis of a bilinear resize: for each output index, the two source
