@@ -4,7 +4,9 @@
 //! short sanity run). Criterion times our ops; then, when `/usr/bin/python3`
 //! with torch is present, `benches/torch_warp.py` times PyTorch on the same
 //! cases in the same run, and both land in `target/fabnet-bench/warp.json`.
-//! Set `FABNET_BENCH_NO_TORCH=1` to skip PyTorch.
+//! Set `FABNET_BENCH_NO_TORCH=1` to skip PyTorch. Both sides run under the
+//! same glibc allocator settings ([`fabnet_core::keep_freed_memory`] here,
+//! [`fabnet_core::memory::GLIBC_ENV`] for the PyTorch child process).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -105,7 +107,11 @@ fn torch_ms(quick: bool) -> Option<serde_json::Value> {
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_warp.py");
     let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg(script).env("OPENBLAS_NUM_THREADS", "1");
+    // The same allocator settings as ours (see `main`), so that neither side
+    // pays page faults the other does not.
+    cmd.arg(script)
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .envs(fabnet_core::memory::GLIBC_ENV);
     if quick {
         cmd.arg("--quick");
     }
@@ -121,6 +127,9 @@ fn torch_ms(quick: bool) -> Option<serde_json::Value> {
 }
 
 fn main() {
+    // As the `fabnet` CLI does: freed buffers are reused, not page-faulted
+    // in afresh on every iteration.
+    fabnet_core::keep_freed_memory();
     let quick = std::env::args().any(|a| a == "--quick");
     let crit_dir = target_dir().join("criterion");
     let mut c = Criterion::default()

@@ -1042,6 +1042,8 @@ fn fast_bwd_rows<T: Real, const ONE: bool, const GI: bool, const GG: bool>(
     }
     debug_assert!(!GG || sc.input.len() == s.len());
     debug_assert!(!GI || sc.grad.len() == s.len());
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     for oy in rows {
         sc.taps.compute(&grid[oy * wo * 2..(oy + 1) * wo * 2], s, p);
         for ch in 0..s.c {
@@ -1051,11 +1053,27 @@ fn fast_bwd_rows<T: Real, const ONE: bool, const GI: bool, const GG: bool>(
             }
         }
         let t = &sc.taps;
+        let gg_row = gg_at + (oy - first) * wo * 2;
+        #[cfg(target_arch = "x86_64")]
+        if ONE && avx2 {
+            let mut args = BwdRowArgs {
+                xin: &sc.input,
+                gin: &mut sc.grad,
+                row: &sc.row[..wo * LANES],
+                taps: t,
+                rs,
+                // SAFETY: grid-gradient rows `rows` of this item belong to
+                // this task; the row is 2 · Wo long.
+                gg: unsafe { gg.0.add(gg_row) },
+            };
+            if avx2::bwd_row::<T, GI, GG>(&mut args) {
+                continue;
+            }
+        }
         let (pix, [w0, w1, w2, w3]) = (&t.pix[..wo], t.w.each_ref().map(|v| &v[..wo]));
         let (wx0s, wx1s, wy0s, wy1s) = (&t.wx0[..wo], &t.wx1[..wo], &t.wy0[..wo], &t.wy1[..wo]);
         let (mx, my, live) = (&t.mx[..wo], &t.my[..wo], &t.live[..wo]);
         let (xin, gin) = (&sc.input[..], &mut sc.grad[..]);
-        let gg_row = gg_at + (oy - first) * wo * 2;
         for (i, g) in sc.row[..wo * cp].chunks_exact(cp).enumerate() {
             let q = pix[i] as usize * cp;
             let w = [w0[i], w1[i], w2[i], w3[i]];
@@ -1118,6 +1136,122 @@ fn with_simd<R>(f: impl FnOnce() -> R) -> R {
         }
     }
     f()
+}
+
+/// One row of the backward's per-sample loop for [`avx2::bwd_row`].
+#[cfg(target_arch = "x86_64")]
+struct BwdRowArgs<'a, T> {
+    /// Staged input and input-gradient accumulator, [`Staged::len`] each
+    /// (the accumulator may be empty when not `GI`, the input when not `GG`).
+    xin: &'a [T],
+    gin: &'a mut [T],
+    /// The upstream gradient row, (Wo, LANES).
+    row: &'a [T],
+    taps: &'a CellTaps<T>,
+    /// Elements between vertically adjacent staged pixels.
+    rs: usize,
+    /// Where the row's 2 · Wo grid-gradient elements go.
+    gg: *mut T,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! The backward's per-sample loop for f32 with one channel group,
+    //! written with AVX2 intrinsics: a cell row (two pixels of four
+    //! channels) is one 256-bit vector, so a sample is two loads, two
+    //! read-modify-writes and a short horizontal sum.
+
+    use std::any::TypeId;
+    use std::arch::x86_64::*;
+
+    use super::{BwdRowArgs, Real, LANES};
+
+    /// Runs the row when `T` is f32 and the CPU has AVX2; returns whether
+    /// it did.
+    #[inline(always)]
+    pub(super) fn bwd_row<T: Real, const GI: bool, const GG: bool>(
+        a: &mut BwdRowArgs<'_, T>,
+    ) -> bool {
+        if TypeId::of::<T>() != TypeId::of::<f32>() || !is_x86_feature_detected!("avx2") {
+            return false;
+        }
+        // SAFETY: T is f32, so this is the same type.
+        let a = unsafe { &mut *(a as *mut BwdRowArgs<'_, T>).cast::<BwdRowArgs<'_, f32>>() };
+        // SAFETY: the CPU has AVX2.
+        unsafe { row_f32::<GI, GG>(a) };
+        true
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn row_f32<const GI: bool, const GG: bool>(a: &mut BwdRowArgs<'_, f32>) {
+        let t = a.taps;
+        let wo = t.pix.len();
+        let (pix, row, rs) = (&t.pix[..wo], &a.row[..wo * LANES], a.rs);
+        let [w0, w1, w2, w3] = t.w.each_ref().map(|v| &v[..wo]);
+        let (wx0, wx1, wy0, wy1) = (&t.wx0[..wo], &t.wx1[..wo], &t.wy0[..wo], &t.wy1[..wo]);
+        let (mx, my, live) = (&t.mx[..wo], &t.my[..wo], &t.live[..wo]);
+        let (xin, gin) = (a.xin.as_ptr(), a.gin.as_mut_ptr());
+        // A cell spans `rs + 2 · LANES` elements from its first.
+        let span = rs + 2 * LANES;
+        for i in 0..wo {
+            let q = pix[i] as usize * LANES;
+            // SAFETY: `row` holds Wo groups of LANES.
+            let g4 = unsafe { _mm_loadu_ps(row.as_ptr().add(i * LANES)) };
+            if GI {
+                assert!(q + span <= a.gin.len());
+                let g8 = _mm256_set_m128(g4, g4);
+                let wt = _mm256_set_m128(_mm_set1_ps(w1[i]), _mm_set1_ps(w0[i]));
+                let wb = _mm256_set_m128(_mm_set1_ps(w3[i]), _mm_set1_ps(w2[i]));
+                // SAFETY: the cell lies inside the accumulator (asserted).
+                unsafe {
+                    let (pt, pb) = (gin.add(q), gin.add(q + rs));
+                    _mm256_storeu_ps(
+                        pt,
+                        _mm256_add_ps(_mm256_loadu_ps(pt), _mm256_mul_ps(wt, g8)),
+                    );
+                    _mm256_storeu_ps(
+                        pb,
+                        _mm256_add_ps(_mm256_loadu_ps(pb), _mm256_mul_ps(wb, g8)),
+                    );
+                }
+            }
+            if GG {
+                assert!(q + span <= a.xin.len());
+                // SAFETY: the cell lies inside the staged input (asserted).
+                let (top, bot) = unsafe {
+                    (
+                        _mm256_loadu_ps(xin.add(q)),
+                        _mm256_loadu_ps(xin.add(q + rs)),
+                    )
+                };
+                let (nw, ne) = (_mm256_castps256_ps128(top), _mm256_extractf128_ps::<1>(top));
+                let (sw, se) = (_mm256_castps256_ps128(bot), _mm256_extractf128_ps::<1>(bot));
+                let ax = _mm_mul_ps(
+                    g4,
+                    _mm_add_ps(
+                        _mm_mul_ps(_mm_set1_ps(wy0[i]), _mm_sub_ps(ne, nw)),
+                        _mm_mul_ps(_mm_set1_ps(wy1[i]), _mm_sub_ps(se, sw)),
+                    ),
+                );
+                let ay = _mm_mul_ps(
+                    g4,
+                    _mm_add_ps(
+                        _mm_mul_ps(_mm_set1_ps(wx0[i]), _mm_sub_ps(sw, nw)),
+                        _mm_mul_ps(_mm_set1_ps(wx1[i]), _mm_sub_ps(se, ne)),
+                    ),
+                );
+                // [Σ ax, Σ ay, ..] over the channels.
+                let h = _mm_hadd_ps(ax, ay);
+                let h = _mm_hadd_ps(h, h);
+                let d = _mm_mul_ps(h, _mm_setr_ps(mx[i], my[i], 0.0, 0.0));
+                // A dead sample passes no gradient even for a non-finite
+                // upstream gradient.
+                let d = if live[i] { d } else { _mm_setzero_ps() };
+                // SAFETY: the row's grid gradient has 2 · Wo elements.
+                unsafe { _mm_storel_pd(a.gg.add(2 * i).cast::<f64>(), _mm_castps_pd(d)) };
+            }
+        }
+    }
 }
 
 /// [`fast_bwd_rows`] for the wanted gradients, then the input gradient
