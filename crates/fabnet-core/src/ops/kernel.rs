@@ -753,6 +753,12 @@ impl Staged {
         let zero = T::from_f64(0.0);
         let dst = dst.0.cast::<std::mem::MaybeUninit<T>>();
         let sink = sink.as_mut_ptr().cast::<std::mem::MaybeUninit<T>>();
+        // Margins collect the contributions of corners outside the image:
+        // they are zeroed with the rest, each image row (with its side
+        // margins) right after it was read, while it is in cache.
+        let line = self.pw * cp;
+        acc[..2 * line].iter_mut().for_each(|v| *v = zero);
+        acc[(h + 2) * line..].iter_mut().for_each(|v| *v = zero);
         for y in 0..h {
             let row = &acc[self.at(y, 0)..self.at(y, 0) + w * cp];
             for grp in 0..cp / LANES {
@@ -782,9 +788,10 @@ impl Staged {
                     d.write(v[3]);
                 }
             }
+            acc[(y + 2) * line..(y + 3) * line]
+                .iter_mut()
+                .for_each(|v| *v = zero);
         }
-        // Margins collect the contributions of corners outside the image.
-        acc.iter_mut().for_each(|v| *v = zero);
     }
 }
 
