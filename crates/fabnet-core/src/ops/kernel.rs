@@ -1,12 +1,25 @@
 //! CPU kernels of the warp ops on plain contiguous slices.
 //!
-//! The grid sampler computes each sample's corner offsets and weights once
-//! per output row into a small reused buffer, then runs over the channels, so
-//! the per-channel inner loop is only gathers and multiply-adds. Work is split
-//! into (batch, row-block) tasks on the current rayon pool. The backward
-//! scatter into the input gradient is race-free without locks: each task owns
-//! either the whole gradient plane set of its batch item or, when there are
-//! fewer batch items than threads, a private partial buffer summed afterwards.
+//! Bilinear grid sampling normally takes the fast path: each task copies its
+//! input item into a zero-padded channels-last buffer, so that a sample's
+//! 2x2 cell is two short contiguous runs and needs no bounds logic, computes
+//! each grid row's corner offsets and weights once in a loop that vectorises,
+//! and the backward scatters into a channels-last accumulator of the same
+//! layout that is written out to (C, H, W) at the end. The hot loops are
+//! compiled for AVX2 when the CPU has it (runtime detection; the build
+//! targets baseline x86-64), and the f32 backward's per-sample loop for up to
+//! four channels is written with AVX2 intrinsics.
+//!
+//! The general path (nearest mode, grids much smaller than the input, planes
+//! too large for 32-bit offsets) computes each sample's corner offsets and
+//! weights once per output row into a small reused buffer, then runs over the
+//! channels, so the per-channel inner loop is only gathers and multiply-adds.
+//!
+//! Work is split into (batch, row-block) tasks on the current rayon pool.
+//! The backward scatter into the input gradient is race-free without locks:
+//! each task owns either the whole gradient plane set of its batch item or,
+//! when there are fewer batch items than threads, a private partial buffer
+//! summed afterwards.
 
 use candle_core::WithDType;
 use rayon::prelude::*;
