@@ -1588,3 +1588,69 @@ pub(crate) fn upsample_bwd<T: Real>(
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    fn max_rel(a: &[f32], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+        let err = a
+            .iter()
+            .zip(b)
+            .fold(0f64, |m, (&x, &y)| m.max((x as f64 - y).abs()));
+        err / scale
+    }
+
+    /// The f32 fast path (AVX2 where available) for every combination of
+    /// wanted gradients against the f64 fast path (generic code): each
+    /// gradient is the same whether computed alone or with the other, and
+    /// within f32 rounding of the f64 result.
+    #[test]
+    fn f32_fast_path_matches_f64_for_every_gradient_combination() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let paddings = [PaddingMode::Zeros, PaddingMode::Border];
+        for trial in 0..16 {
+            let (n, c) = (rng.random_range(1..4), rng.random_range(1..6));
+            let (h, w) = (rng.random_range(1..10), rng.random_range(1..10));
+            let (ho, wo) = (h + rng.random_range(0..3), w + rng.random_range(0..3));
+            let d = GsDims { n, c, h, w, ho, wo };
+            let p = GsParams {
+                mode: SampleMode::Bilinear,
+                padding: paddings[trial % 2],
+                align_corners: trial % 4 < 2,
+            };
+            assert!(fast_path(d, p));
+            let mut draw = |len: usize, r: f64| -> Vec<f64> {
+                (0..len).map(|_| rng.random_range(-r..r)).collect()
+            };
+            let input = draw(n * c * h * w, 1.0);
+            let grid = draw(n * ho * wo * 2, 1.2);
+            let go = draw(n * c * ho * wo, 1.0);
+            let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+            // f64 from the f32-rounded data, so only the arithmetic differs.
+            let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+            let (i32_, g32, go32) = (f32s(&input), f32s(&grid), f32s(&go));
+            let (i64_, g64, go64) = (f64s(&i32_), f64s(&g32), f64s(&go32));
+            let tag = format!("trial {trial}: {d:?} {:?} {}", p.padding, p.align_corners);
+
+            let out32 = grid_sample_fwd(&i32_, &g32, d, p);
+            let out64 = grid_sample_fwd(&i64_, &g64, d, p);
+            assert!(max_rel(&out32, &out64) < 1e-5, "{tag}: output");
+
+            let (gi64, gg64) = grid_sample_bwd(&go64, &i64_, &g64, d, p, true, true);
+            let (gi, gg) = grid_sample_bwd(&go32, &i32_, &g32, d, p, true, true);
+            let (gi_only, none) = grid_sample_bwd(&go32, &i32_, &g32, d, p, true, false);
+            let (none2, gg_only) = grid_sample_bwd(&go32, &i32_, &g32, d, p, false, true);
+            assert!(none.is_empty() && none2.is_empty(), "{tag}");
+            assert_eq!(gi, gi_only, "{tag}: input gradient alone");
+            assert_eq!(gg, gg_only, "{tag}: grid gradient alone");
+            assert!(max_rel(&gi, &gi64) < 1e-5, "{tag}: input gradient");
+            assert!(max_rel(&gg, &gg64) < 1e-4, "{tag}: grid gradient");
+        }
+    }
+}
