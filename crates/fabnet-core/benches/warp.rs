@@ -169,7 +169,7 @@ fn main() {
         "bench": "warp",
         "rows": rows,
         "notes": format!(
-            "f32, {THREADS} rayon threads vs torch.set_num_threads({THREADS}); grid_sample bilinear, zeros padding, align_corners=true, identity grid plus a random flow; fwd+bwd takes gradients to both input and grid (upstream gradient of ones); upsample align_corners=false{}",
+            "f32, {THREADS} rayon threads vs torch.set_num_threads({THREADS}); grid_sample bilinear, zeros padding, align_corners=true, identity grid plus a random flow; fwd+bwd takes gradients to both input and grid (upstream gradient of ones); upsample align_corners=false; both sides under the same glibc allocator settings (freed buffers kept for reuse){}",
             if quick { "; --quick run, indicative only" } else { "" }
         ),
     });
