@@ -482,6 +482,7 @@ fn write_json(name: &str, report: &serde_json::Value) {
 fn main() {
     // Our side runs as the CLI does; the PyTorch children get the same
     // allocator settings through GLIBC_ENV.
+    fabnet_core::shorten_candle_spin();
     keep_freed_memory();
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         run_child(&spec);

@@ -127,8 +127,9 @@ fn torch_ms(quick: bool) -> Option<serde_json::Value> {
 }
 
 fn main() {
-    // As the `fabnet` CLI does: freed buffers are reused, not page-faulted
-    // in afresh on every iteration.
+    // As the `fabnet` CLI does: candle's pool does not spin on our cores,
+    // and freed buffers are reused, not page-faulted in afresh.
+    fabnet_core::shorten_candle_spin();
     fabnet_core::keep_freed_memory();
     let quick = std::env::args().any(|a| a == "--quick");
     let crit_dir = target_dir().join("criterion");

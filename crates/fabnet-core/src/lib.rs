@@ -8,13 +8,14 @@
 //! encoder and decoders under the official state-dict keys, multi-source
 //! fusion, the curriculum loss, seeded init and weights I/O.
 //!
-//! [`memory`] tunes glibc so that a training step reuses freed buffers
-//! instead of page-faulting fresh ones.
+//! [`memory`] tunes the process for CPU training: glibc reuses freed
+//! buffers instead of page-faulting fresh ones, and candle's thread pool
+//! stops spinning on the cores our kernels use.
 
 pub mod memory;
 pub mod model;
 pub mod ops;
 
-pub use memory::keep_freed_memory;
+pub use memory::{keep_freed_memory, shorten_candle_spin};
 pub use model::{FabNet, ModelConfig, ModelError, Part, Reconstruction};
 pub use ops::{grid_sample, upsample_bilinear2d, GridSampleOptions, PaddingMode, SampleMode};

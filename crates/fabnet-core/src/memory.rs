@@ -1,4 +1,5 @@
-//! Process-wide allocator tuning for training on the CPU.
+//! Process-wide tuning for training on the CPU: the allocator, and the
+//! spin-wait of candle's own thread pool.
 //!
 //! glibc hands allocations above its mmap threshold (128 KiB at start,
 //! adapting up to 32 MiB) straight to the kernel and unmaps them on free.
@@ -7,6 +8,12 @@
 //! profiled on a `small` batch-32 step, the faults and TLB shootdowns took
 //! 20–40 % of the time. [`keep_freed_memory`] raises the threshold to its
 //! maximum and stops heap trimming, so freed buffers are reused.
+//!
+//! candle runs its element-wise CPU ops on a thread pool of its own, whose
+//! workers spin for 25 000 iterations after each op before they sleep.
+//! Our kernels run on rayon's threads, so on a 2-core machine that spinning
+//! took a core from them after every candle op (about 10 % of a `tiny`
+//! training step's CPU samples). [`shorten_candle_spin`] cuts the spin.
 
 /// The mmap threshold set by [`keep_freed_memory`]: glibc's ceiling on
 /// 64-bit targets.
@@ -34,6 +41,28 @@ pub fn keep_freed_memory() -> bool {
     }
 }
 
+/// The spin limit [`shorten_candle_spin`] sets: a few microseconds.
+pub const CANDLE_SPIN_LIMIT: u32 = 100;
+
+/// candle's environment variable for its thread pool's spin limit.
+const CANDLE_SPIN_ENV: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+/// Sets candle's thread-pool spin limit to [`CANDLE_SPIN_LIMIT`] unless the
+/// user already set `CANDLE_BARRIER_POOL_SPIN_LIMIT`, and returns the value
+/// in effect. candle reads it once, when its pool starts, so call this at
+/// program start, before any candle op and before other threads exist (it
+/// writes the environment).
+pub fn shorten_candle_spin() -> String {
+    match std::env::var(CANDLE_SPIN_ENV) {
+        Ok(v) => v,
+        Err(_) => {
+            let v = CANDLE_SPIN_LIMIT.to_string();
+            std::env::set_var(CANDLE_SPIN_ENV, &v);
+            v
+        }
+    }
+}
+
 /// The environment variables that give a glibc child process (the PyTorch
 /// reference of the benches) the same settings as [`keep_freed_memory`].
 pub const GLIBC_ENV: [(&str, &str); 2] = [
@@ -43,6 +72,18 @@ pub const GLIBC_ENV: [(&str, &str); 2] = [
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn candle_spin_limit_is_set_once_and_a_user_value_wins() {
+        // Both orders in one test: tests share the process environment.
+        let first = super::shorten_candle_spin();
+        assert_eq!(
+            std::env::var(super::CANDLE_SPIN_ENV).ok(),
+            Some(first.clone())
+        );
+        std::env::set_var(super::CANDLE_SPIN_ENV, "7");
+        assert_eq!(super::shorten_candle_spin(), "7");
+    }
+
     #[test]
     fn settings_take_effect_on_glibc_and_match_the_child_environment() {
         let applied = super::keep_freed_memory();
