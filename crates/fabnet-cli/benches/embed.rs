@@ -72,6 +72,7 @@ fn torch(case: &Case, iters: usize, budget_s: f64) -> Option<f64> {
         .args(["--iters", &iters.to_string()])
         .args(["--budget-s", &budget_s.to_string()])
         .env("OPENBLAS_NUM_THREADS", "1")
+        .envs(fabnet_core::memory::GLIBC_ENV)
         .output()
         .ok()?;
     if !out.status.success() {
@@ -89,6 +90,10 @@ fn torch(case: &Case, iters: usize, budget_s: f64) -> Option<f64> {
 fn main() {
     // candle sizes its thread pool from this variable; set before any candle call.
     std::env::set_var("RAYON_NUM_THREADS", THREADS.to_string());
+    // As the `fabnet` CLI runs; the PyTorch child gets the same allocator
+    // settings through GLIBC_ENV.
+    fabnet_core::shorten_candle_spin();
+    fabnet_core::keep_freed_memory();
     let quick = std::env::args().any(|a| a == "--quick");
     let (iters, budget_s) = if quick { (1, 0.0) } else { (5, 10.0) };
     let mut rows = Vec::new();

@@ -18,8 +18,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // As the `fabnet` CLI runs; the PyTorch child gets the same allocator
+    // settings through GLIBC_ENV.
+    fabnet_core::shorten_candle_spin();
+    fabnet_core::keep_freed_memory();
     let quick = std::env::args().any(|a| a == "--quick");
-    let iters = if quick { 1 } else { 5 };
+    let iters = if quick { 1 } else { 9 };
     let batch = 32;
     rayon::ThreadPoolBuilder::new()
         .num_threads(2)
@@ -55,6 +59,7 @@ fn main() {
         .arg(script)
         .args(["--batch", &batch.to_string(), "--iters", &iters.to_string()])
         .env("OPENBLAS_NUM_THREADS", "1")
+        .envs(fabnet_core::memory::GLIBC_ENV)
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -72,7 +77,7 @@ fn main() {
     let json = serde_json::json!({
         "bench": "train",
         "notes": format!(
-            "one training step (train-mode reconstruct, per-sample L1, curriculum window [0, 0.5), backward, SGD momentum 0.9 update), random batch, f32, 2 threads each, median of {iters}{}",
+            "one training step (train-mode reconstruct, per-sample L1, curriculum window [0, 0.5), backward, SGD momentum 0.9 update), random batch, f32, 2 threads each, both sides under the same glibc allocator settings, median of {iters}{}",
             if quick { " (--quick sanity run)" } else { "" }
         ),
         "rows": [{
