@@ -12,7 +12,7 @@
 //! kept alive) and `dx = col2im(Wᵀ @ dY)`. Chunks bound the column buffer
 //! to [`COLS_BUDGET`] elements. Other devices use candle's conv2d.
 
-use candle_core::backend::BackendStorage;
+use super::storage::{dispatch2, dispatch3, Kernel2, Kernel3};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
@@ -135,14 +135,6 @@ fn conv2d_chunked(
     };
     x.contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv(g))
-}
-
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
-    let data = s.as_slice::<T>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("conv2d: operand {:?} is not contiguous", l.dims()),
-    }
 }
 
 fn parallelism() -> gemm::Parallelism {
@@ -321,9 +313,17 @@ fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], g: Geometry) -> Vec<
     out
 }
 
+impl Kernel3 for Conv {
+    const NAME: &'static str = "conv2d";
+
+    fn run<T: WithDType>(&self, x: &[T], weight: &[T], bias: &[T]) -> Vec<T> {
+        forward(x, weight, bias, self.0)
+    }
+}
+
 impl CustomOp3 for Conv {
     fn name(&self) -> &'static str {
-        "conv2d"
+        Self::NAME
     }
 
     fn cpu_fwd(
@@ -336,20 +336,7 @@ impl CustomOp3 for Conv {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(
-                forward::<f32>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?, g),
-            ),
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(
-                forward::<f64>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?, g),
-            ),
-            _ => candle_core::bail!(
-                "conv2d: unsupported dtypes {:?}, {:?}, {:?} (f32 or f64, all alike)",
-                s1.dtype(),
-                s2.dtype(),
-                s3.dtype()
-            ),
-        };
+        let out = dispatch3(self, (s1, l1), (s2, l2), (s3, l3))?;
         Ok((out, Shape::from((g.n, g.c_out, g.out_h(), g.out_w()))))
     }
 
@@ -418,9 +405,17 @@ fn input_grad<T: WithDType>(dy: &[T], weight: &[T], g: Geometry) -> Vec<T> {
     dx
 }
 
+impl Kernel2 for InputGrad {
+    const NAME: &'static str = "conv2d-input-grad";
+
+    fn run<T: WithDType>(&self, dy: &[T], weight: &[T]) -> Vec<T> {
+        input_grad(dy, weight, self.0)
+    }
+}
+
 impl CustomOp2 for InputGrad {
     fn name(&self) -> &'static str {
-        "conv2d-input-grad"
+        Self::NAME
     }
 
     fn cpu_fwd(
@@ -431,15 +426,7 @@ impl CustomOp2 for InputGrad {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(input_grad::<f32>(slice(s1, l1)?, slice(s2, l2)?, g))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(input_grad::<f64>(slice(s1, l1)?, slice(s2, l2)?, g))
-            }
-            _ => candle_core::bail!("conv2d-input-grad: unsupported dtype {:?}", s1.dtype()),
-        };
+        let out = dispatch2(self, (s1, l1), (s2, l2))?;
         Ok((out, Shape::from((g.n, g.c, g.h, g.w))))
     }
 }
@@ -520,9 +507,17 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
     out
 }
 
+impl Kernel2 for WeightGrad {
+    const NAME: &'static str = "conv2d-weight-grad";
+
+    fn run<T: WithDType>(&self, x: &[T], dy: &[T]) -> Vec<T> {
+        weight_grad(x, dy, self.0)
+    }
+}
+
 impl CustomOp2 for WeightGrad {
     fn name(&self) -> &'static str {
-        "conv2d-weight-grad"
+        Self::NAME
     }
 
     fn cpu_fwd(
@@ -533,36 +528,16 @@ impl CustomOp2 for WeightGrad {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(weight_grad::<f32>(slice(s1, l1)?, slice(s2, l2)?, g))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(weight_grad::<f64>(slice(s1, l1)?, slice(s2, l2)?, g))
-            }
-            _ => candle_core::bail!("conv2d-weight-grad: unsupported dtype {:?}", s1.dtype()),
-        };
+        let out = dispatch2(self, (s1, l1), (s2, l2))?;
         Ok((out, Shape::from(g.c_out * g.depth() + g.c_out)))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::storage::max_abs_diff as max_diff;
     use super::{conv2d, conv2d_chunked};
     use candle_core::{DType, Device, Tensor, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     /// Against candle's own conv2d and its backward, in f64, for the
     /// model's two kernels and odd sizes, whole and in chunks of one and

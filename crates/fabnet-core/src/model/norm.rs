@@ -10,6 +10,7 @@
 //! updated with `momentum`, running statistics in eval mode. Other devices
 //! use candle-nn's BatchNorm with the same semantics.
 
+use super::storage::{contiguous, dispatch3, Kernel3};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var, WithDType};
 use rayon::prelude::*;
@@ -137,14 +138,6 @@ impl BatchNorm2d {
     }
 }
 
-fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let data = s.as_slice::<T>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("batch norm: operand {:?} is not contiguous", l.dims()),
-    }
-}
-
 /// Per-channel mean and biased variance of a contiguous `(N, C, H, W)`
 /// tensor, two passes in f64.
 fn batch_stats(x: &Tensor, c: usize, plane: usize) -> Result<(Vec<f64>, Vec<f64>)> {
@@ -177,8 +170,8 @@ fn batch_stats(x: &Tensor, c: usize, plane: usize) -> Result<(Vec<f64>, Vec<f64>
         candle_core::bail!("batch norm: statistics need a CPU tensor");
     };
     match s {
-        CpuStorage::F32(_) => Ok(stats(contiguous::<f32>(s, layout)?, c, plane)),
-        CpuStorage::F64(_) => Ok(stats(contiguous::<f64>(s, layout)?, c, plane)),
+        CpuStorage::F32(_) => Ok(stats(contiguous::<f32>(s, layout, "batch norm")?, c, plane)),
+        CpuStorage::F64(_) => Ok(stats(contiguous::<f64>(s, layout, "batch norm")?, c, plane)),
         other => candle_core::bail!("batch norm: unsupported dtype {:?}", other.dtype()),
     }
 }
@@ -271,9 +264,17 @@ impl Normalize {
     }
 }
 
+impl Kernel3 for Normalize {
+    const NAME: &'static str = "batch-norm";
+
+    fn run<T: WithDType>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+        self.forward(x, gamma, beta)
+    }
+}
+
 impl CustomOp3 for Normalize {
     fn name(&self) -> &'static str {
-        "batch-norm"
+        Self::NAME
     }
 
     fn cpu_fwd(
@@ -285,28 +286,7 @@ impl CustomOp3 for Normalize {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(self.forward::<f32>(
-                    contiguous(s1, l1)?,
-                    contiguous(s2, l2)?,
-                    contiguous(s3, l3)?,
-                ))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(self.forward::<f64>(
-                    contiguous(s1, l1)?,
-                    contiguous(s2, l2)?,
-                    contiguous(s3, l3)?,
-                ))
-            }
-            _ => candle_core::bail!(
-                "batch norm: unsupported dtypes {:?}, {:?}, {:?} (f32 or f64, all alike)",
-                s1.dtype(),
-                s2.dtype(),
-                s3.dtype()
-            ),
-        };
+        let out = dispatch3(self, (s1, l1), (s2, l2), (s3, l3))?;
         Ok((out, l1.shape().clone()))
     }
 
@@ -344,9 +324,17 @@ struct NormalizeBackward {
     forward: Normalize,
 }
 
+impl Kernel3 for NormalizeBackward {
+    const NAME: &'static str = "batch-norm-backward";
+
+    fn run<T: WithDType>(&self, x: &[T], gamma: &[T], grad: &[T]) -> Vec<T> {
+        self.forward.backward(x, gamma, grad)
+    }
+}
+
 impl CustomOp3 for NormalizeBackward {
     fn name(&self) -> &'static str {
-        "batch-norm-backward"
+        Self::NAME
     }
 
     fn cpu_fwd(
@@ -358,24 +346,7 @@ impl CustomOp3 for NormalizeBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let f = &self.forward;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(f.backward::<f32>(
-                    contiguous(s1, l1)?,
-                    contiguous(s2, l2)?,
-                    contiguous(s3, l3)?,
-                ))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(f.backward::<f64>(
-                    contiguous(s1, l1)?,
-                    contiguous(s2, l2)?,
-                    contiguous(s3, l3)?,
-                ))
-            }
-            _ => candle_core::bail!("batch norm backward: unsupported dtype {:?}", s1.dtype()),
-        };
+        let out = dispatch3(self, (s1, l1), (s2, l2), (s3, l3))?;
         let len = l1.shape().elem_count() + 2 * l2.shape().elem_count();
         Ok((out, Shape::from(len)))
     }
@@ -383,21 +354,9 @@ impl CustomOp3 for NormalizeBackward {
 
 #[cfg(test)]
 mod tests {
+    use super::super::storage::max_abs_diff as max_diff;
     use super::BatchNorm2d;
     use candle_core::{DType, Device, ModuleT, Tensor, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     /// Against candle-nn's composite BatchNorm in f64: outputs, the three
     /// gradients and the running statistics, in train and eval mode.

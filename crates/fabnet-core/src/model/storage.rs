@@ -1,0 +1,100 @@
+//! What the model's fused CPU ops share: typed views of candle's CPU
+//! storages and the f32/f64 dispatch of a kernel written once, generically.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout, Result, WithDType};
+
+/// The contiguous elements of `l` in `s`, or an error naming `op`.
+pub(crate) fn contiguous<'a, T: WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    op: &str,
+) -> Result<&'a [T]> {
+    let data = s.as_slice::<T>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{op}: operand {:?} is not contiguous", l.dims()),
+    }
+}
+
+/// A kernel over two operands of one float type.
+pub(crate) trait Kernel2 {
+    /// The op's name, for errors.
+    const NAME: &'static str;
+    /// Runs on contiguous operands.
+    fn run<T: WithDType>(&self, a: &[T], b: &[T]) -> Vec<T>;
+}
+
+/// A kernel over three operands of one float type.
+pub(crate) trait Kernel3 {
+    /// The op's name, for errors.
+    const NAME: &'static str;
+    /// Runs on contiguous operands.
+    fn run<T: WithDType>(&self, a: &[T], b: &[T], c: &[T]) -> Vec<T>;
+}
+
+/// Runs `k` on two f32 or two f64 storages.
+pub(crate) fn dispatch2<K: Kernel2>(
+    k: &K,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+) -> Result<CpuStorage> {
+    let op = K::NAME;
+    Ok(match (s1, s2) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+            CpuStorage::F32(k.run::<f32>(contiguous(s1, l1, op)?, contiguous(s2, l2, op)?))
+        }
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+            CpuStorage::F64(k.run::<f64>(contiguous(s1, l1, op)?, contiguous(s2, l2, op)?))
+        }
+        _ => candle_core::bail!(
+            "{op}: unsupported dtypes {:?}, {:?} (f32 or f64, both alike)",
+            s1.dtype(),
+            s2.dtype()
+        ),
+    })
+}
+
+/// Runs `k` on three f32 or three f64 storages.
+pub(crate) fn dispatch3<K: Kernel3>(
+    k: &K,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    (s3, l3): (&CpuStorage, &Layout),
+) -> Result<CpuStorage> {
+    let op = K::NAME;
+    Ok(match (s1, s2, s3) {
+        (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+            CpuStorage::F32(k.run::<f32>(
+                contiguous(s1, l1, op)?,
+                contiguous(s2, l2, op)?,
+                contiguous(s3, l3, op)?,
+            ))
+        }
+        (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+            CpuStorage::F64(k.run::<f64>(
+                contiguous(s1, l1, op)?,
+                contiguous(s2, l2, op)?,
+                contiguous(s3, l3, op)?,
+            ))
+        }
+        _ => candle_core::bail!(
+            "{op}: unsupported dtypes {:?}, {:?}, {:?} (f32 or f64, all alike)",
+            s1.dtype(),
+            s2.dtype(),
+            s3.dtype()
+        ),
+    })
+}
+
+/// The largest absolute elementwise difference of two tensors, for tests.
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_dtype(candle_core::DType::F64))
+        .and_then(|d| d.to_scalar::<f64>())
+        .expect("tensors of one shape")
+}
