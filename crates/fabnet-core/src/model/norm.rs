@@ -301,14 +301,7 @@ impl CustomOp3 for Normalize {
         let packed = x.apply_op3_no_bwd(
             gamma,
             &grad.contiguous()?,
-            &NormalizeBackward {
-                forward: Normalize {
-                    mean: self.mean.clone(),
-                    inv_std: self.inv_std.clone(),
-                    batch_stats: self.batch_stats,
-                    plane: self.plane,
-                },
-            },
+            &NormalizeBackward { forward: self },
         )?;
         let (size, c) = (x.elem_count(), gamma.elem_count());
         let dx = packed.narrow(0, 0, size)?.reshape(x.shape())?;
@@ -320,11 +313,11 @@ impl CustomOp3 for Normalize {
 
 /// The backward of [`Normalize`] over (x, γ, upstream gradient), packed
 /// into one flat tensor `[dx, dγ, dβ]`.
-struct NormalizeBackward {
-    forward: Normalize,
+struct NormalizeBackward<'a> {
+    forward: &'a Normalize,
 }
 
-impl Kernel3 for NormalizeBackward {
+impl Kernel3 for NormalizeBackward<'_> {
     const NAME: &'static str = "batch-norm-backward";
 
     fn run<T: WithDType>(&self, x: &[T], gamma: &[T], grad: &[T]) -> Vec<T> {
@@ -332,7 +325,7 @@ impl Kernel3 for NormalizeBackward {
     }
 }
 
-impl CustomOp3 for NormalizeBackward {
+impl CustomOp3 for NormalizeBackward<'_> {
     fn name(&self) -> &'static str {
         Self::NAME
     }

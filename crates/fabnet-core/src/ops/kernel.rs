@@ -253,19 +253,69 @@ fn clamp<T: Real>(x: T, lo: T, hi: T) -> T {
     }
 }
 
+/// The bilinear cell of grid points on an `h × w` input: the two axis
+/// maps and the clamp that keeps the integer conversion exact.
+struct CellLocator<T> {
+    ax: AxisMap<T>,
+    ay: AxisMap<T>,
+    wlim: T,
+    hlim: T,
+    lo: T,
+}
+
+/// Where one grid point falls: pixel coordinates `(ix, iy)`, their
+/// derivatives `(mx, my)` with respect to the grid, and the cell's top-left
+/// corner `(x0, y0)`.
+struct Cell<T> {
+    ix: T,
+    iy: T,
+    mx: T,
+    my: T,
+    x0: i32,
+    y0: i32,
+}
+
+impl<T: Real> CellLocator<T> {
+    fn new(h: usize, w: usize, p: GsParams) -> Self {
+        // Cells are clamped to [-2, size] before the integer conversion;
+        // that only moves cells whose corners all lie outside, whose weights
+        // are then never used, and keeps huge coordinates overflow-free.
+        Self {
+            ax: AxisMap::new(w, p),
+            ay: AxisMap::new(h, p),
+            wlim: T::from_f64(w as f64),
+            hlim: T::from_f64(h as f64),
+            lo: T::from_f64(-2.0),
+        }
+    }
+
+    #[inline(always)]
+    fn locate(&self, gx: T, gy: T) -> Cell<T> {
+        let (ix, mx) = self.ax.map(gx);
+        let (iy, my) = self.ay.map(gy);
+        // SAFETY: finite (from `map`) and clamped to [-2, size].
+        let (x0, y0) = unsafe {
+            (
+                floor_i32(clamp(ix, self.lo, self.wlim)),
+                floor_i32(clamp(iy, self.lo, self.hlim)),
+            )
+        };
+        Cell {
+            ix,
+            iy,
+            mx,
+            my,
+            x0,
+            y0,
+        }
+    }
+}
+
 /// Fills `t` with the geometry of one grid row (`wo` points, x first).
 fn compute_taps<T: Real>(t: &mut RowTaps<T>, grid_row: &[T], h: usize, w: usize, p: GsParams) {
     let one = T::from_f64(1.0);
     let zero = T::from_f64(0.0);
-    let (ax, ay) = (AxisMap::<T>::new(w, p), AxisMap::<T>::new(h, p));
-    // Cells are clamped to [-2, size] before the integer conversion; that
-    // only moves cells whose corners all lie outside, whose weights are then
-    // never used, and keeps huge coordinates overflow-free.
-    let (wlim, hlim, lo) = (
-        T::from_f64(w as f64),
-        T::from_f64(h as f64),
-        T::from_f64(-2.0),
-    );
+    let cells = CellLocator::<T>::new(h, w, p);
     let (wi, hi) = (w as i32, h as i32);
     let n = t.base.len();
     let grid_row = &grid_row[..2 * n];
@@ -280,15 +330,14 @@ fn compute_taps<T: Real>(t: &mut RowTaps<T>, grid_row: &[T], h: usize, w: usize,
             let (wy0s, wy1s) = (&mut t.wy0[..n], &mut t.wy1[..n]);
             let (mxs, mys) = (&mut t.mx[..n], &mut t.my[..n]);
             for i in 0..n {
-                let (ix, mx) = ax.map(grid_row[2 * i]);
-                let (iy, my) = ay.map(grid_row[2 * i + 1]);
-                // SAFETY: finite (from `map`) and clamped to [-2, size].
-                let (x0, y0) = unsafe {
-                    (
-                        floor_i32(clamp(ix, lo, wlim)),
-                        floor_i32(clamp(iy, lo, hlim)),
-                    )
-                };
+                let Cell {
+                    ix,
+                    iy,
+                    mx,
+                    my,
+                    x0,
+                    y0,
+                } = cells.locate(grid_row[2 * i], grid_row[2 * i + 1]);
                 let (x0f, y0f) = (T::from_i32(x0), T::from_i32(y0));
                 let wx0 = (x0f + one) - ix;
                 let wx1 = ix - x0f;
@@ -317,10 +366,10 @@ fn compute_taps<T: Real>(t: &mut RowTaps<T>, grid_row: &[T], h: usize, w: usize,
         }
         SampleMode::Nearest => {
             for (i, g) in grid_row.chunks_exact(2).enumerate() {
-                let (ix, _) = ax.map(g[0]);
-                let (iy, _) = ay.map(g[1]);
-                let x = clamp(ix.round_even(), lo, wlim).to_i32();
-                let y = clamp(iy.round_even(), lo, hlim).to_i32();
+                let (ix, _) = cells.ax.map(g[0]);
+                let (iy, _) = cells.ay.map(g[1]);
+                let x = clamp(ix.round_even(), cells.lo, cells.wlim).to_i32();
+                let y = clamp(iy.round_even(), cells.lo, cells.hlim).to_i32();
                 let inside = (0..wi).contains(&x) && (0..hi).contains(&y);
                 t.valid[i] = inside as u8;
                 t.base[i] = y * wi + x;
@@ -848,14 +897,7 @@ impl<T: Real> CellTaps<T> {
     fn compute(&mut self, grid_row: &[T], s: Staged, p: GsParams) {
         let one = T::from_f64(1.0);
         let zero = T::from_f64(0.0);
-        let (ax, ay) = (AxisMap::<T>::new(s.w, p), AxisMap::<T>::new(s.h, p));
-        // As in `compute_taps`: clamping the coordinate before the integer
-        // conversion only moves dead cells and keeps the conversion exact.
-        let (wlim, hlim, lo) = (
-            T::from_f64(s.w as f64),
-            T::from_f64(s.h as f64),
-            T::from_f64(-2.0),
-        );
+        let cells = CellLocator::<T>::new(s.h, s.w, p);
         let (wi, hi, pw) = (s.w as i32, s.h as i32, s.pw as i32);
         let n = self.pix.len();
         let grid_row = &grid_row[..2 * n];
@@ -867,15 +909,14 @@ impl<T: Real> CellTaps<T> {
         let (wy0s, wy1s) = (&mut self.wy0[..n], &mut self.wy1[..n]);
         let (mxs, mys) = (&mut self.mx[..n], &mut self.my[..n]);
         for i in 0..n {
-            let (ix, mx) = ax.map(grid_row[2 * i]);
-            let (iy, my) = ay.map(grid_row[2 * i + 1]);
-            // SAFETY: finite (from `map`) and clamped to [-2, size].
-            let (x0, y0) = unsafe {
-                (
-                    floor_i32(clamp(ix, lo, wlim)),
-                    floor_i32(clamp(iy, lo, hlim)),
-                )
-            };
+            let Cell {
+                ix,
+                iy,
+                mx,
+                my,
+                x0,
+                y0,
+            } = cells.locate(grid_row[2 * i], grid_row[2 * i + 1]);
             let (x0f, y0f) = (T::from_i32(x0), T::from_i32(y0));
             let ok = (x0 >= -1) & (x0 < wi) & (y0 >= -1) & (y0 < hi);
             let keep = |v: T| if ok { v } else { zero };
