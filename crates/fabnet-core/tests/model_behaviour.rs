@@ -321,3 +321,53 @@ fn skipping_the_single_source_mask_changes_no_output_or_gradient() {
     assert!(full_mask.iter().any(|&v| v != 0.0));
     assert!(fast_mask.iter().all(|&v| v == 0.0));
 }
+
+#[test]
+fn a_frozen_flow_decoder_computes_no_weight_gradient_and_changes_no_other() {
+    let (target, sources) = (images(3, 3), vec![images(3, 4), images(3, 5)]);
+    let run = |freeze: bool| {
+        let (mut model, varmap) = FabNet::init(&nf4(), 11, &Device::Cpu).unwrap();
+        if freeze {
+            model.freeze_flow_decoder();
+        }
+        let out = model.reconstruct(&target, &sources, true).unwrap();
+        let loss = per_sample_l1(&out.fused, &target)
+            .unwrap()
+            .mean_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let data = varmap.data().lock().unwrap();
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        let named: Vec<(String, Option<Tensor>)> = names
+            .into_iter()
+            .map(|k| (k.clone(), grads.get(data[k].as_tensor()).cloned()))
+            .collect();
+        (out.fused, named)
+    };
+    let (fused, all) = run(false);
+    let (frozen_fused, frozen) = run(true);
+    assert_eq!(max_abs_diff(&fused, &frozen_fused), 0.0);
+    let mut frozen_convs = 0;
+    for ((name, a), (_, b)) in all.iter().zip(&frozen) {
+        let decoder_conv = name.starts_with("decoder.")
+            && (name.ends_with(".weight") || name.ends_with(".bias"))
+            && b.is_none();
+        if decoder_conv {
+            frozen_convs += 1;
+            assert!(a.is_some(), "{name} had a gradient before freezing");
+            continue;
+        }
+        match (a, b) {
+            (Some(a), Some(b)) => assert_eq!(max_abs_diff(a, b), 0.0, "{name}"),
+            (None, None) => {}
+            _ => panic!("{name}: a gradient appeared or vanished"),
+        }
+    }
+    // Every conv of the flow decoder (weight and bias each) lost its gradient; the encoder's and
+    // mask's remained, bit for bit.
+    assert!(frozen_convs >= 8, "{frozen_convs}");
+    assert!(frozen
+        .iter()
+        .any(|(n, g)| n.starts_with("encoder.") && g.is_some()));
+}

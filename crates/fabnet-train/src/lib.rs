@@ -8,6 +8,7 @@ pub mod curriculum;
 pub mod optim;
 pub mod plot;
 mod trainer;
+mod update;
 
 use std::path::{Path, PathBuf};
 

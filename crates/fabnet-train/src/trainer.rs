@@ -283,6 +283,9 @@ pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, 
     let (mut model, varmap) = Network::init(config.objective, &model_cfg, config.seed, &device)?;
     if let Network::FabNet(m) = &mut model {
         m.set_single_source_mask(config.single_source_mask);
+        if config.freeze_flow {
+            m.freeze_flow_decoder();
+        }
     }
     let specs = Network::specs(config.objective, &model_cfg);
     let mut optimizer = Optimizer::new(
@@ -519,7 +522,9 @@ pub fn batch_tensors(batch: &Batch, device: &Device) -> Result<(Tensor, Vec<Tens
 }
 
 /// Mean L1 (window [0, 1)) of the model in eval mode over the first
-/// `batches` batches of the fixed validation plan.
+/// `batches` batches of the fixed validation plan: epochs 0, 1, … of the
+/// validation loader, so a split with fewer identities than `batches` batches
+/// hold is visited several times, each time on other tracks and frames.
 pub fn validate(
     model: &Network,
     loader: &Loader,
@@ -527,14 +532,25 @@ pub fn validate(
     device: &Device,
 ) -> Result<f64, TrainError> {
     let (mut sum, mut count) = (0.0, 0usize);
-    // Epoch 0 always: the same frames every time, so values compare.
-    for batch in loader.epoch(0).take(batches) {
-        let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
-        let (target, sources) = batch_tensors(&batch, device)?;
-        let (per, _) = model.forward(&target, &sources, false)?;
-        let per: Vec<f32> = per.to_vec1()?;
-        sum += per.iter().map(|&v| f64::from(v)).sum::<f64>();
-        count += per.len();
+    let mut seen = 0;
+    // The same epochs every time, so values compare across validations.
+    for epoch in 0u64.. {
+        if seen >= batches {
+            break;
+        }
+        let before = seen;
+        for batch in loader.epoch(epoch).take(batches - seen) {
+            let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
+            let (target, sources) = batch_tensors(&batch, device)?;
+            let (per, _) = model.forward(&target, &sources, false)?;
+            let per: Vec<f32> = per.to_vec1()?;
+            sum += per.iter().map(|&v| f64::from(v)).sum::<f64>();
+            count += per.len();
+            seen += 1;
+        }
+        if seen == before {
+            break;
+        }
     }
     if count == 0 {
         return Err(TrainError::Data(

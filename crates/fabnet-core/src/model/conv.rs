@@ -344,19 +344,28 @@ impl CustomOp3 for Conv {
         &self,
         x: &Tensor,
         weight: &Tensor,
-        _bias: &Tensor,
+        bias: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let dx = grad.apply_op2_no_bwd(weight, &InputGrad(self.0))?;
+        // Gradients nobody asked for are not computed: the input images of
+        // the first layer, and the parameters of a frozen decoder.
+        let dx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(weight, &InputGrad(self.0))?)
+        } else {
+            None
+        };
+        if !weight.track_op() && !bias.track_op() {
+            return Ok((dx, None, None));
+        }
         let g = self.0;
         let packed = x.apply_op2_no_bwd(&grad, &WeightGrad(g))?;
         let dw = packed
             .narrow(0, 0, g.c_out * g.depth())?
             .reshape((g.c_out, g.c, g.k, g.k))?;
         let db = packed.narrow(0, g.c_out * g.depth(), g.c_out)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((dx, Some(dw), Some(db)))
     }
 }
 
@@ -440,18 +449,24 @@ struct WeightGrad(Geometry);
 fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
     let p = g.out_plane();
     let chunk = g.chunk();
-    let mut sum = vec![0f64; g.depth() * g.c_out];
     let mut part = vec![T::from_f64(0.0); g.depth() * g.c_out];
     let mut cols = vec![T::from_f64(0.0); g.depth() * chunk * p];
     let mut dyc = vec![T::from_f64(0.0); g.c_out * chunk * p];
+    // Sums over thousands of output pixels lose precision in f32, so each
+    // block of SUM_BLOCK pixels is a GEMM whose partial result is added in
+    // f64. When the whole batch is one chunk and one block (the deep
+    // layers' few pixels), the GEMM result is the sum itself.
+    let one_block = chunk >= g.n && g.n * p <= SUM_BLOCK;
+    let mut sum = if one_block {
+        Vec::new()
+    } else {
+        vec![0f64; g.depth() * g.c_out]
+    };
     for b0 in (0..g.n).step_by(chunk) {
         let nb = chunk.min(g.n - b0);
         let width = nb * p;
         im2col(x, g, b0, nb, &mut cols);
         gather_grad(dy, g, b0, nb, &mut dyc);
-        // Sums over thousands of output pixels lose precision in f32, so
-        // each block of SUM_BLOCK pixels is a GEMM whose partial result is
-        // added in f64.
         for k0 in (0..width).step_by(SUM_BLOCK) {
             let kb = SUM_BLOCK.min(width - k0);
             // SAFETY: cols[.., k0..k0 + kb] is (depth, kb) with row stride
@@ -469,32 +484,25 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
                     (g.depth(), kb, g.c_out),
                 );
             }
-            sum.par_chunks_mut(1 << 14)
-                .zip(part.par_chunks(1 << 14))
-                .for_each(|(s, p)| {
-                    for (s, v) in s.iter_mut().zip(p) {
-                        *s += v.to_f64();
-                    }
-                });
+            if !one_block {
+                sum.par_chunks_mut(1 << 14)
+                    .zip(part.par_chunks(1 << 14))
+                    .for_each(|(s, p)| {
+                        for (s, v) in s.iter_mut().zip(p) {
+                            *s += v.to_f64();
+                        }
+                    });
+            }
         }
     }
     // [dW (C_out, depth), db (C_out)]
     let mut out = vec![T::from_f64(0.0); g.c_out * g.depth() + g.c_out];
     let (dw, db) = out.split_at_mut(g.c_out * g.depth());
-    // Transposed from (depth, C_out) in bands of TILE output channels, so
-    // that each task writes whole rows and reads short contiguous runs.
-    const TILE: usize = 16;
-    dw.par_chunks_mut(TILE * g.depth())
-        .enumerate()
-        .for_each(|(t, rows)| {
-            let o0 = t * TILE;
-            let n_o = rows.len() / g.depth();
-            for (r, src) in sum.chunks_exact(g.c_out).enumerate() {
-                for (i, v) in src[o0..o0 + n_o].iter().enumerate() {
-                    rows[i * g.depth() + r] = T::from_f64(*v);
-                }
-            }
-        });
+    if one_block {
+        transpose_into(dw, &part, g, |v: &T| *v);
+    } else {
+        transpose_into(dw, &sum, g, |v: &f64| T::from_f64(*v));
+    }
     db.par_iter_mut().enumerate().for_each(|(o, d)| {
         let sum: f64 = dy
             .chunks_exact(p)
@@ -505,6 +513,29 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
         *d = T::from_f64(sum);
     });
     out
+}
+
+/// `dw` (C_out, depth) from `sum` (depth, C_out), in bands of TILE output
+/// channels, so that each task writes whole rows and reads short contiguous
+/// runs.
+fn transpose_into<S: Sync, T: WithDType>(
+    dw: &mut [T],
+    sum: &[S],
+    g: Geometry,
+    cast: impl Fn(&S) -> T + Sync,
+) {
+    const TILE: usize = 16;
+    dw.par_chunks_mut(TILE * g.depth())
+        .enumerate()
+        .for_each(|(t, rows)| {
+            let o0 = t * TILE;
+            let n_o = rows.len() / g.depth();
+            for (r, src) in sum.chunks_exact(g.c_out).enumerate() {
+                for (i, v) in src[o0..o0 + n_o].iter().enumerate() {
+                    rows[i * g.depth() + r] = cast(v);
+                }
+            }
+        });
 }
 
 impl Kernel2 for WeightGrad {
@@ -554,6 +585,8 @@ mod tests {
             (2, 3, 4, 2, 2, 3, 1, 1),
             (3, 2, 3, 6, 6, 4, 2, 1),
             (3, 5, 6, 1, 1, 3, 1, 1),
+            // More output pixels than one SUM_BLOCK: partial sums in f64.
+            (2, 2, 3, 20, 20, 3, 1, 1),
         ] {
             let x = Var::rand(-1f64, 1f64, (n, cin, h, w), &dev).unwrap();
             let wt = Var::rand(-1f64, 1f64, (cout, cin, k, k), &dev).unwrap();
@@ -600,6 +633,32 @@ mod tests {
                 }
             }
         }
+        // Untracked operands get no gradient and change none of the others.
+        let x = Var::rand(-1f64, 1f64, (2, 3, 6, 6), &dev).unwrap();
+        let wt = Var::rand(-1f64, 1f64, (4, 3, 3, 3), &dev).unwrap();
+        let b = Var::rand(-1f64, 1f64, 4, &dev).unwrap();
+        let up = Tensor::rand(-1f64, 1f64, (2, 4, 6, 6), &dev).unwrap();
+        let grads = |x: &Tensor, w: &Tensor, b: &Tensor| {
+            (conv2d(x, w, b, 1, 1).unwrap() * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+        };
+        let all = grads(x.as_tensor(), wt.as_tensor(), b.as_tensor());
+        let no_x = grads(&x.as_tensor().detach(), wt.as_tensor(), b.as_tensor());
+        assert!(no_x.get(x.as_tensor()).is_none());
+        for v in [&wt, &b] {
+            assert_eq!(max_diff(no_x.get(v).unwrap(), all.get(v).unwrap()), 0.0);
+        }
+        let frozen = grads(
+            x.as_tensor(),
+            &wt.as_tensor().detach(),
+            &b.as_tensor().detach(),
+        );
+        assert!(frozen.get(wt.as_tensor()).is_none() && frozen.get(b.as_tensor()).is_none());
+        assert_eq!(max_diff(frozen.get(&x).unwrap(), all.get(&x).unwrap()), 0.0);
         let bad = conv2d(
             &Tensor::zeros((1, 2, 4, 4), DType::F32, &dev).unwrap(),
             &Tensor::zeros((1, 3, 3, 3), DType::F32, &dev).unwrap(),

@@ -20,6 +20,14 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Stops computing the gradients of every convolution's weight and bias
+    /// (see [`FabNet::freeze_flow_decoder`](super::FabNet::freeze_flow_decoder)).
+    pub fn freeze_convs(&mut self) {
+        for block in &mut self.blocks {
+            block.freeze_conv();
+        }
+    }
+
     /// Builds a decoder with `out_channels` outputs whose tensors live under
     /// `prefix` (`decoder` for the flow, `mask` for the confidence) of the
     /// model's root builder `vb`.

@@ -76,6 +76,14 @@ impl FabNet {
         self.single_source_mask = run;
     }
 
+    /// For the multi-source stage, which trains the flow decoder with lr 0: its convolutions
+    /// still pass gradients to the encoder, but no longer compute their own weight and bias
+    /// gradients, which nothing would use. Its BatchNorm layers are unchanged (their statistics
+    /// still update in training mode, as in the authors' code). Lasts for this instance.
+    pub fn freeze_flow_decoder(&mut self) {
+        self.decoder.freeze_convs();
+    }
+
     /// The configuration the model was built with.
     pub fn config(&self) -> &ModelConfig {
         &self.config

@@ -49,6 +49,14 @@ pub(crate) struct ConvBlock {
 }
 
 impl ConvBlock {
+    /// Stops tracking the convolution's weight and bias: they keep their
+    /// values (the storage is shared), but backward no longer computes their
+    /// gradients.
+    pub fn freeze_conv(&mut self) {
+        self.weight = self.weight.detach();
+        self.bias = self.bias.detach();
+    }
+
     /// Builds the block of `plan` under `vb` (the part's prefix), with the
     /// given stride and padding. The init hints reproduce PyTorch 0.4's
     /// defaults for vars that `vb` has to create.

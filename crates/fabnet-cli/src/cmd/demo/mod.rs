@@ -60,6 +60,10 @@ pub struct DemoArgs {
     /// Override Adam's learning rate.
     #[arg(long)]
     lr: Option<f64>,
+    /// Override the curriculum patience, in validations (default: the paper's 16 epochs of this
+    /// corpus, rounded up to whole validations).
+    #[arg(long)]
+    curriculum_patience: Option<u32>,
     /// Train and probe only these runs (comma-separated names, e.g. `fabnet-curriculum`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -192,6 +196,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(lr) = args.lr {
         plan.lr = lr;
+    }
+    if let Some(p) = args.curriculum_patience {
+        plan.curriculum_patience = p;
     }
     if !args.only.is_empty() {
         for name in &args.only {

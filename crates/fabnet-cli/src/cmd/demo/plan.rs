@@ -3,6 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use fabnet_data::SplitFractions;
+
+/// The curriculum patience of the paper's schedule (reference §4), in epochs.
+const PAPER_PATIENCE_EPOCHS: u32 = 16;
+
 /// How long the demo runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DemoSize {
@@ -93,7 +98,8 @@ pub struct DemoPlan {
     pub lr: f64,
     /// Steps between validations (which move the curriculum).
     pub validate_every: u64,
-    /// Validations without improvement before the curriculum window moves.
+    /// Validations without improvement before the curriculum window moves (and between two
+    /// moves): the paper's 16 epochs, converted by [`DemoPlan::validations_for_epochs`].
     pub curriculum_patience: u32,
     /// The training runs, in order (a run's `init_from` comes before it).
     pub runs: Vec<TrainRun>,
@@ -144,11 +150,11 @@ impl DemoPlan {
             batch_size: 16,
             lr: 1e-3,
             validate_every: 50,
-            curriculum_patience: 4,
+            curriculum_patience: 0,
             runs: Vec::new(),
             pixel_side: 32,
         };
-        match size {
+        let mut plan = match size {
             DemoSize::Quick => DemoPlan {
                 corpus: (60, 2, 50, 128),
                 runs: vec![fabnet(1500)],
@@ -177,7 +183,19 @@ impl DemoPlan {
                 ],
                 ..base
             },
-        }
+        };
+        plan.curriculum_patience = plan.validations_for_epochs(PAPER_PATIENCE_EPOCHS);
+        plan
+    }
+
+    /// The fewest validations that span `epochs` epochs of this plan's corpus. The paper
+    /// validates once per epoch and counts its curriculum patience in epochs; the demo validates
+    /// every `validate_every` steps, and an epoch (every training identity once) is
+    /// `train identities / batch` steps.
+    pub fn validations_for_epochs(&self, epochs: u32) -> u32 {
+        let train_identities = self.corpus.0 as f64 * SplitFractions::default().train;
+        let steps = f64::from(epochs) * train_identities / self.batch_size.max(1) as f64;
+        ((steps / self.validate_every.max(1) as f64).ceil() as u32).max(1)
     }
 
     /// Sets the steps of every 1-source run (and a quarter of them for the multi-source stage).
@@ -332,5 +350,24 @@ impl DemoPlan {
             a.push("--no-progress".into());
         }
         a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curriculum_patience_spans_the_papers_sixteen_epochs() {
+        // Default: 84 training identities / batch 16 = 5.25 steps an epoch; 16 epochs = 84 steps,
+        // which two validations 50 steps apart cover and one does not.
+        let plan = DemoPlan::new(DemoSize::Default, 1);
+        assert_eq!(plan.curriculum_patience, 2);
+        // Full: 420 / 32 × 16 = 210 steps, three validations 100 steps apart.
+        assert_eq!(DemoPlan::new(DemoSize::Full, 1).curriculum_patience, 3);
+        let mut slow = plan.clone();
+        slow.validate_every = 10;
+        assert_eq!(slow.validations_for_epochs(16), 9);
+        assert_eq!(slow.validations_for_epochs(0), 1);
     }
 }

@@ -254,7 +254,7 @@ pub fn write(
     );
     let _ = writeln!(
         md,
-        "- Model `{}`; Adam, lr {}, batch {}; validation every {} steps; curriculum patience {} validations (the paper's schedule counts epochs of a much larger corpus); 1-source FAb-Net runs skip the mask decoder, whose fusion weight is 1 and which gets no gradient. The paper trains with SGD for about 3000 iterations of batch 32 at 256×256 (a GPU-day) on VoxCeleb; these runs are minutes on a CPU.",
+        "- Model `{}`; Adam, lr {}, batch {}; validation every {} steps; curriculum patience {} validations (the paper's 16 epochs of this corpus, rounded up to whole validations); 1-source FAb-Net runs skip the mask decoder, whose fusion weight is 1 and which gets no gradient. The paper trains with SGD for about 3000 iterations of batch 32 at 256×256 (a GPU-day) on VoxCeleb; these runs are minutes on a CPU.",
         plan.preset, plan.lr, plan.batch_size, plan.validate_every, plan.curriculum_patience
     );
     let _ = writeln!(
