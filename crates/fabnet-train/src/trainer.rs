@@ -458,7 +458,7 @@ pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, 
         steps: step,
         resumed_from,
         last_train_loss,
-        best_validation: curriculum.best,
+        best_validation: curriculum.best_ever,
         checkpoint,
         metrics: metrics.path,
     })

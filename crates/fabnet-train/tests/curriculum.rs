@@ -21,32 +21,72 @@ fn window_shifts_only_after_patience_and_spacing() {
     assert_eq!(c.observe_validation(1.1), ScheduleEvent::None);
     assert_eq!(c.observe_validation(1.2), ScheduleEvent::Shifted);
     assert!((c.window.0 - 0.1).abs() < 1e-12 && (c.window.1 - 0.6).abs() < 1e-12);
-    // Still stalled, but fewer than 3 validations since the shift.
+    // The new window is judged against itself: its first validation is its
+    // best, although worse than the old window's 1.0; two stalls later, and
+    // three validations after the shift, it moves again.
     assert_eq!(c.observe_validation(1.3), ScheduleEvent::None);
+    assert_eq!(c.best, Some(1.3));
     assert_eq!(c.observe_validation(1.3), ScheduleEvent::None);
     assert_eq!(c.observe_validation(1.3), ScheduleEvent::Shifted);
     // An improvement resets the patience.
     assert_eq!(c.observe_validation(0.5), ScheduleEvent::None);
+    assert_eq!(c.observe_validation(0.4), ScheduleEvent::None);
     assert_eq!(c.observe_validation(0.6), ScheduleEvent::None);
     assert_eq!(c.observe_validation(0.7), ScheduleEvent::Shifted);
     assert_eq!(c.shifts, 3);
+    assert_eq!(c.best_ever, Some(0.4));
 }
 
 #[test]
-fn window_stops_at_the_last_and_then_cuts_the_lr() {
+fn window_stops_at_the_last_and_then_cuts_the_lr_after_stall_events() {
     let mut c = Curriculum::new(quick());
-    let mut shifted = 0;
-    let mut cuts = 0;
-    for i in 0..60 {
-        match c.observe_validation(1.0 + i as f64) {
-            ScheduleEvent::Shifted => shifted += 1,
-            ScheduleEvent::ReduceLr => cuts += 1,
-            ScheduleEvent::None => {}
+    let mut events = Vec::new();
+    // A validation loss that never improves after its first value.
+    for i in 0..40 {
+        events.push(c.observe_validation(1.0 + i as f64));
+    }
+    let at = |e: ScheduleEvent| -> Vec<usize> {
+        events
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| **x == e)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    // Each window: one validation sets its best, two stall, and the third
+    // validation since the last shift moves it.
+    assert_eq!(at(ScheduleEvent::Shifted), [2, 5, 8, 11]);
+    assert!((c.window.0 - 0.4).abs() < 1e-9 && (c.window.1 - 0.9).abs() < 1e-9);
+    // After the last shift a stall event fires every third validation (14, 17,
+    // …); the first sets the plateau rule's best, and every second bad event
+    // in a row (more than lr_patience = 1) cuts the lr, which restarts the
+    // count as PyTorch's rule does.
+    assert_eq!(at(ScheduleEvent::ReduceLr), [20, 26, 32, 38]);
+}
+
+#[test]
+fn the_plateau_rule_counts_stall_events_not_validations() {
+    let mut c = Curriculum::new(CurriculumConfig::paper());
+    // Straight to the last window: each window's first validation sets its
+    // best and 16 stalled ones move it.
+    let mut v = 0;
+    while c.shifts < 4 {
+        c.observe_validation(1.0 + f64::from(v));
+        v += 1;
+    }
+    assert_eq!(v, 4 * 17);
+    // Ten more stalled validations are not ten events: nothing is cut.
+    let mut cut_after = None;
+    for i in 0..400 {
+        if c.observe_validation(1e3 + f64::from(i)) == ScheduleEvent::ReduceLr {
+            cut_after = Some(i + 1);
+            break;
         }
     }
-    assert_eq!(shifted, 4, "four shifts take [0,0.5) to [0.4,0.9)");
-    assert!((c.window.0 - 0.4).abs() < 1e-9 && (c.window.1 - 0.9).abs() < 1e-9);
-    assert!(cuts > 0, "a plateau after the last shift must cut the lr");
+    // The last window's first validation sets its best; then an event comes
+    // every 16 stalled validations. The first event sets the plateau best and
+    // the eleventh bad one after it (more than patience 10) cuts the lr.
+    assert_eq!(cut_after, Some(1 + 16 * 12));
 }
 
 #[test]
