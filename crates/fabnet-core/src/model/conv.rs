@@ -12,7 +12,7 @@
 //! kept alive) and `dx = col2im(Wᵀ @ dY)`. Chunks bound the column buffer
 //! to [`COLS_BUDGET`] elements. Other devices use candle's conv2d.
 
-use super::storage::{dispatch2, dispatch3, Kernel2, Kernel3};
+use super::storage::{dispatch2, dispatch3, min_items, Kernel2, Kernel3};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
@@ -199,6 +199,7 @@ fn im2col<T: WithDType>(x: &[T], g: Geometry, b0: usize, nb: usize, cols: &mut [
     cols[..g.depth() * row]
         .par_chunks_mut(row)
         .enumerate()
+        .with_min_len(min_items(row))
         .for_each(|(r, out)| {
             let (c, tap) = (r / (g.k * g.k), r % (g.k * g.k));
             let (ky, kx) = (tap / g.k, tap % g.k);
@@ -244,31 +245,35 @@ fn col2im<T: WithDType>(cols: &[T], g: Geometry, b0: usize, nb: usize, dx: &mut 
             planes[c].push(p);
         }
     }
-    planes.par_iter_mut().enumerate().for_each(|(c, ps)| {
-        for tap in 0..g.k * g.k {
-            let (ky, kx) = (tap / g.k, tap % g.k);
-            let (ylo, yhi) = g.valid(ky, g.h, ho);
-            let (xlo, xhi) = g.valid(kx, g.w, wo);
-            let src_row = &cols[(c * g.k * g.k + tap) * row..][..row];
-            for (p, src) in ps.iter_mut().zip(src_row.chunks_exact(ho * wo)) {
-                for oy in ylo..yhi {
-                    let s = &src[oy * wo..][xlo..xhi];
-                    let y = oy * g.stride + ky - g.padding;
-                    let first = xlo * g.stride + kx - g.padding;
-                    let d = &mut p[y * g.w..][..g.w];
-                    if g.stride == 1 {
-                        for (o, v) in d[first..first + s.len()].iter_mut().zip(s) {
-                            *o += *v;
-                        }
-                    } else {
-                        for (o, v) in d[first..].iter_mut().step_by(g.stride).zip(s) {
-                            *o += *v;
+    planes
+        .par_iter_mut()
+        .enumerate()
+        .with_min_len(min_items(g.k * g.k * row))
+        .for_each(|(c, ps)| {
+            for tap in 0..g.k * g.k {
+                let (ky, kx) = (tap / g.k, tap % g.k);
+                let (ylo, yhi) = g.valid(ky, g.h, ho);
+                let (xlo, xhi) = g.valid(kx, g.w, wo);
+                let src_row = &cols[(c * g.k * g.k + tap) * row..][..row];
+                for (p, src) in ps.iter_mut().zip(src_row.chunks_exact(ho * wo)) {
+                    for oy in ylo..yhi {
+                        let s = &src[oy * wo..][xlo..xhi];
+                        let y = oy * g.stride + ky - g.padding;
+                        let first = xlo * g.stride + kx - g.padding;
+                        let d = &mut p[y * g.w..][..g.w];
+                        if g.stride == 1 {
+                            for (o, v) in d[first..first + s.len()].iter_mut().zip(s) {
+                                *o += *v;
+                            }
+                        } else {
+                            for (o, v) in d[first..].iter_mut().step_by(g.stride).zip(s) {
+                                *o += *v;
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// The forward op over (x, weight, bias).
@@ -301,6 +306,7 @@ fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], g: Geometry) -> Vec<
         out[b0 * g.c_out * p..(b0 + nb) * g.c_out * p]
             .par_chunks_mut(p)
             .enumerate()
+            .with_min_len(min_items(p))
             .for_each(|(i, dst)| {
                 let (bi, o) = (i / g.c_out, i % g.c_out);
                 let src = &prod[o * width + bi * p..][..p];
@@ -375,6 +381,7 @@ fn gather_grad<T: WithDType>(dy: &[T], g: Geometry, b0: usize, nb: usize, dst: &
     dst[..g.c_out * nb * p]
         .par_chunks_mut(nb * p)
         .enumerate()
+        .with_min_len(min_items(nb * p))
         .for_each(|(o, row)| {
             for (bi, d) in row.chunks_exact_mut(p).enumerate() {
                 d.copy_from_slice(&dy[((b0 + bi) * g.c_out + o) * p..][..p]);
@@ -503,15 +510,18 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
     } else {
         transpose_into(dw, &sum, g, |v: &f64| T::from_f64(*v));
     }
-    db.par_iter_mut().enumerate().for_each(|(o, d)| {
-        let sum: f64 = dy
-            .chunks_exact(p)
-            .skip(o)
-            .step_by(g.c_out)
-            .map(|plane| plane.iter().map(|v| v.to_f64()).sum::<f64>())
-            .sum();
-        *d = T::from_f64(sum);
-    });
+    db.par_iter_mut()
+        .enumerate()
+        .with_min_len(min_items(g.n * p))
+        .for_each(|(o, d)| {
+            let sum: f64 = dy
+                .chunks_exact(p)
+                .skip(o)
+                .step_by(g.c_out)
+                .map(|plane| plane.iter().map(|v| v.to_f64()).sum::<f64>())
+                .sum();
+            *d = T::from_f64(sum);
+        });
     out
 }
 
@@ -527,6 +537,7 @@ fn transpose_into<S: Sync, T: WithDType>(
     const TILE: usize = 16;
     dw.par_chunks_mut(TILE * g.depth())
         .enumerate()
+        .with_min_len(min_items(TILE * g.depth()))
         .for_each(|(t, rows)| {
             let o0 = t * TILE;
             let n_o = rows.len() / g.depth();

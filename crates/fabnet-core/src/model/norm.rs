@@ -10,7 +10,7 @@
 //! updated with `momentum`, running statistics in eval mode. Other devices
 //! use candle-nn's BatchNorm with the same semantics.
 
-use super::storage::{contiguous, dispatch3, Kernel3};
+use super::storage::{contiguous, dispatch3, min_items, Kernel3};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var, WithDType};
 use rayon::prelude::*;
@@ -145,6 +145,7 @@ fn batch_stats(x: &Tensor, c: usize, plane: usize) -> Result<(Vec<f64>, Vec<f64>
         let count = (x.len() / c.max(1)) as f64;
         (0..c)
             .into_par_iter()
+            .with_min_len(min_items(x.len() / c.max(1)))
             .map(|ch| {
                 let planes = || x.chunks_exact(plane).skip(ch).step_by(c);
                 let sum: f64 = planes()
@@ -193,6 +194,7 @@ impl Normalize {
         y.par_chunks_mut(self.plane)
             .zip(x.par_chunks(self.plane))
             .enumerate()
+            .with_min_len(min_items(self.plane))
             .for_each(|(i, (out, inp))| {
                 let ch = i % c;
                 let mean = self.mean[ch];
@@ -213,6 +215,7 @@ impl Normalize {
         // Per channel: Σ g and Σ g·x̂.
         let (sum_g, sum_gx): (Vec<f64>, Vec<f64>) = (0..c)
             .into_par_iter()
+            .with_min_len(min_items(x.len() / c.max(1)))
             .map(|ch| {
                 let (mean, inv) = (self.mean[ch], self.inv_std[ch]);
                 let mut sg = 0.0;
@@ -237,6 +240,7 @@ impl Normalize {
         dx.par_chunks_mut(plane)
             .zip(x.par_chunks(plane).zip(grad.par_chunks(plane)))
             .enumerate()
+            .with_min_len(min_items(plane))
             .for_each(|(i, (d, (xp, gp)))| {
                 let ch = i % c;
                 let inv = self.inv_std[ch];

@@ -18,6 +18,17 @@ pub(crate) fn contiguous<'a, T: WithDType>(
 }
 
 /// A kernel over two operands of one float type.
+/// Elements a parallel task should at least cover: the deep layers' tensors
+/// have planes of one to four pixels, and one task per plane or channel
+/// spent more time waking threads than working.
+const MIN_TASK_ELEMENTS: usize = 1 << 13;
+
+/// The fewest items of `elements_per_item` elements one task takes (for
+/// rayon's `with_min_len`).
+pub(crate) fn min_items(elements_per_item: usize) -> usize {
+    (MIN_TASK_ELEMENTS / elements_per_item.max(1)).max(1)
+}
+
 pub(crate) trait Kernel2 {
     /// The op's name, for errors.
     const NAME: &'static str;
