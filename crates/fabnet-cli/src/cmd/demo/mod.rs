@@ -34,7 +34,7 @@ pub struct DemoArgs {
     /// for those sizes.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// A smoke test of about 5 minutes: 1-source FAb-Net against random-init and pixels. (The
+    /// A smoke test of about 3 minutes: 1-source FAb-Net against random-init and pixels. (The
     /// curriculum variant is left out: at this budget it has not started to learn.)
     #[arg(long, conflicts_with = "full")]
     quick: bool,

@@ -11,9 +11,9 @@ const PAPER_PATIENCE_EPOCHS: u32 = 16;
 /// How long the demo runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DemoSize {
-    /// About 5 minutes: a smoke test.
+    /// About 3 minutes: a smoke test.
     Quick,
-    /// About 25 minutes on 2 cores.
+    /// About 15 minutes on 2 cores.
     Default,
     /// Hours: the `small` model, 3000 steps per run.
     Full,
