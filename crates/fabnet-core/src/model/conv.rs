@@ -10,9 +10,12 @@
 //! scattered to `(N, C_out, H_out, W_out)`. The backward is
 //! `dW = Σ dY @ colsᵀ` (the columns recomputed chunk by chunk instead of
 //! kept alive) and `dx = col2im(Wᵀ @ dY)`. Chunks bound the column buffer
-//! to [`COLS_BUDGET`] elements. Other devices use candle's conv2d.
+//! to [`COLS_BUDGET`] elements, and the column and GEMM buffers are per-thread
+//! scratch reused from call to call. Other devices use candle's conv2d.
 
-use super::storage::{dispatch2, dispatch3, min_items, Kernel2, Kernel3};
+use super::storage::{
+    dispatch2, dispatch3, give_scratch, min_items, take_scratch, Kernel2, Kernel3,
+};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
@@ -190,6 +193,45 @@ unsafe fn matmul<T: WithDType>(
     }
 }
 
+/// `dst[i] = src[i · stride]`. Stride 2 (the encoder) reads pairs, which
+/// the compiler turns into vector shuffles where `step_by` stayed scalar.
+fn gather_strided<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
+    match stride {
+        1 => dst.copy_from_slice(&src[..dst.len()]),
+        2 => {
+            for (o, pair) in dst.iter_mut().zip(src.chunks(2)) {
+                *o = pair[0];
+            }
+        }
+        _ => {
+            for (o, v) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+                *o = *v;
+            }
+        }
+    }
+}
+
+/// `dst[i · stride] += src[i]`, the adjoint of [`gather_strided`].
+fn scatter_add_strided<T: WithDType>(dst: &mut [T], src: &[T], stride: usize) {
+    match stride {
+        1 => {
+            for (o, v) in dst[..src.len()].iter_mut().zip(src) {
+                *o += *v;
+            }
+        }
+        2 => {
+            for (pair, v) in dst.chunks_mut(2).zip(src) {
+                pair[0] += *v;
+            }
+        }
+        _ => {
+            for (o, v) in dst.iter_mut().step_by(stride).zip(src) {
+                *o += *v;
+            }
+        }
+    }
+}
+
 /// Fills `cols` `(C·k·k, nb·P)` from samples `b0..b0 + nb` of `x`, zeros
 /// in the padding.
 fn im2col<T: WithDType>(x: &[T], g: Geometry, b0: usize, nb: usize, cols: &mut [T]) {
@@ -216,16 +258,7 @@ fn im2col<T: WithDType>(x: &[T], g: Geometry, b0: usize, nb: usize, cols: &mut [
                     d[..xlo].fill(zero);
                     d[xhi..].fill(zero);
                     let first = xlo * g.stride + kx - g.padding;
-                    if g.stride == 1 {
-                        d[xlo..xhi].copy_from_slice(&src[first..first + (xhi - xlo)]);
-                    } else {
-                        for (o, v) in d[xlo..xhi]
-                            .iter_mut()
-                            .zip(src[first..].iter().step_by(g.stride))
-                        {
-                            *o = *v;
-                        }
-                    }
+                    gather_strided(&mut d[xlo..xhi], &src[first..], g.stride);
                 }
             }
         });
@@ -261,15 +294,7 @@ fn col2im<T: WithDType>(cols: &[T], g: Geometry, b0: usize, nb: usize, dx: &mut 
                         let y = oy * g.stride + ky - g.padding;
                         let first = xlo * g.stride + kx - g.padding;
                         let d = &mut p[y * g.w..][..g.w];
-                        if g.stride == 1 {
-                            for (o, v) in d[first..first + s.len()].iter_mut().zip(s) {
-                                *o += *v;
-                            }
-                        } else {
-                            for (o, v) in d[first..].iter_mut().step_by(g.stride).zip(s) {
-                                *o += *v;
-                            }
-                        }
+                        scatter_add_strided(&mut d[first..], s, g.stride);
                     }
                 }
             }
@@ -283,8 +308,9 @@ fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], g: Geometry) -> Vec<
     let p = g.out_plane();
     let chunk = g.chunk();
     let mut out = vec![T::from_f64(0.0); g.n * g.c_out * p];
-    let mut cols = vec![T::from_f64(0.0); g.depth() * chunk * p];
-    let mut prod = vec![T::from_f64(0.0); g.c_out * chunk * p];
+    // Scratch: im2col and the GEMM write every element they later read.
+    let mut cols = take_scratch::<T>(g.depth() * chunk * p);
+    let mut prod = take_scratch::<T>(g.c_out * chunk * p);
     for b0 in (0..g.n).step_by(chunk) {
         let nb = chunk.min(g.n - b0);
         let width = nb * p;
@@ -316,6 +342,8 @@ fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], g: Geometry) -> Vec<
                 }
             });
     }
+    give_scratch(cols);
+    give_scratch(prod);
     out
 }
 
@@ -396,8 +424,8 @@ fn input_grad<T: WithDType>(dy: &[T], weight: &[T], g: Geometry) -> Vec<T> {
     let p = g.out_plane();
     let chunk = g.chunk();
     let mut dx = vec![T::from_f64(0.0); g.n * g.c * g.h * g.w];
-    let mut cols = vec![T::from_f64(0.0); g.depth() * chunk * p];
-    let mut dyc = vec![T::from_f64(0.0); g.c_out * chunk * p];
+    let mut cols = take_scratch::<T>(g.depth() * chunk * p);
+    let mut dyc = take_scratch::<T>(g.c_out * chunk * p);
     for b0 in (0..g.n).step_by(chunk) {
         let nb = chunk.min(g.n - b0);
         let width = nb * p;
@@ -418,6 +446,8 @@ fn input_grad<T: WithDType>(dy: &[T], weight: &[T], g: Geometry) -> Vec<T> {
         }
         col2im(&cols, g, b0, nb, &mut dx);
     }
+    give_scratch(cols);
+    give_scratch(dyc);
     dx
 }
 
@@ -456,9 +486,9 @@ struct WeightGrad(Geometry);
 fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
     let p = g.out_plane();
     let chunk = g.chunk();
-    let mut part = vec![T::from_f64(0.0); g.depth() * g.c_out];
-    let mut cols = vec![T::from_f64(0.0); g.depth() * chunk * p];
-    let mut dyc = vec![T::from_f64(0.0); g.c_out * chunk * p];
+    let mut part = take_scratch::<T>(g.depth() * g.c_out);
+    let mut cols = take_scratch::<T>(g.depth() * chunk * p);
+    let mut dyc = take_scratch::<T>(g.c_out * chunk * p);
     // Sums over thousands of output pixels lose precision in f32, so each
     // block of SUM_BLOCK pixels is a GEMM whose partial result is added in
     // f64. When the whole batch is one chunk and one block (the deep
@@ -506,7 +536,8 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
     let mut out = vec![T::from_f64(0.0); g.c_out * g.depth() + g.c_out];
     let (dw, db) = out.split_at_mut(g.c_out * g.depth());
     if one_block {
-        transpose_into(dw, &part, g, |v: &T| *v);
+        // The scratch may be longer than this layer's (depth, C_out).
+        transpose_into(dw, &part[..g.depth() * g.c_out], g, |v: &T| *v);
     } else {
         transpose_into(dw, &sum, g, |v: &f64| T::from_f64(*v));
     }
@@ -522,6 +553,9 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
                 .sum();
             *d = T::from_f64(sum);
         });
+    give_scratch(part);
+    give_scratch(cols);
+    give_scratch(dyc);
     out
 }
 
@@ -577,7 +611,7 @@ impl CustomOp2 for WeightGrad {
 
 #[cfg(test)]
 mod tests {
-    use super::super::storage::max_abs_diff as max_diff;
+    use super::super::storage::{max_abs_diff as max_diff, poison_scratch};
     use super::{conv2d, conv2d_chunked};
     use candle_core::{DType, Device, Tensor, Var};
 
@@ -620,6 +654,9 @@ mod tests {
                 .unwrap();
             let sample = cin * k * k * ho * wo;
             for budget in [usize::MAX, sample, 2 * sample + 1] {
+                // Whatever earlier calls left in the reused buffers must not
+                // reach a result.
+                poison_scratch();
                 let ours = conv2d_chunked(
                     x.as_tensor(),
                     wt.as_tensor(),
@@ -633,6 +670,7 @@ mod tests {
                     max_diff(&ours, &theirs) < 1e-12,
                     "forward {k}x{k} budget {budget}"
                 );
+                poison_scratch();
                 let ga = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
                 for v in [&x, &wt, &b] {
                     let (a, e) = (ga.get(v).unwrap(), gb.get(v).unwrap());

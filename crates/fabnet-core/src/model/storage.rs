@@ -29,6 +29,49 @@ pub(crate) fn min_items(elements_per_item: usize) -> usize {
     (MIN_TASK_ELEMENTS / elements_per_item.max(1)).max(1)
 }
 
+thread_local! {
+    /// Scratch buffers of any element type, kept between op calls.
+    static SCRATCH: std::cell::RefCell<Vec<Box<dyn std::any::Any>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A scratch buffer of at least `len` elements whose contents are whatever
+/// an earlier op left: for buffers every element of which is written before
+/// it is read (column matrices, GEMM results), so that each call does not
+/// zero megabytes afresh. Hand it back with [`give_scratch`].
+pub(crate) fn take_scratch<T: WithDType>(len: usize) -> Vec<T> {
+    let reused = SCRATCH.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let at = pool.iter().position(|b| b.is::<Vec<T>>())?;
+        pool.swap_remove(at).downcast::<Vec<T>>().ok()
+    });
+    let mut buf = reused.map(|b| *b).unwrap_or_default();
+    if buf.len() < len {
+        buf.resize(len, T::zero());
+    }
+    buf
+}
+
+/// Returns a buffer from [`take_scratch`] to this thread's pool.
+pub(crate) fn give_scratch<T: WithDType>(buf: Vec<T>) {
+    SCRATCH.with(|pool| pool.borrow_mut().push(Box::new(buf)));
+}
+
+/// Fills every pooled scratch buffer of this thread with NaN, so that a test
+/// reading an element its op did not write sees it.
+#[cfg(test)]
+pub(crate) fn poison_scratch() {
+    SCRATCH.with(|pool| {
+        for b in pool.borrow_mut().iter_mut() {
+            if let Some(v) = b.downcast_mut::<Vec<f64>>() {
+                v.fill(f64::NAN);
+            } else if let Some(v) = b.downcast_mut::<Vec<f32>>() {
+                v.fill(f32::NAN);
+            }
+        }
+    });
+}
+
 pub(crate) trait Kernel2 {
     /// The op's name, for errors.
     const NAME: &'static str;
