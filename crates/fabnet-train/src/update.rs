@@ -113,7 +113,12 @@ fn zip_apply<T: WithDType>(dst: &mut [T], src: &[T], f: impl Fn(f64, f64) -> f64
         });
 }
 
-impl Blend {
+/// A per-element update of a destination from a source of the same length.
+trait Pairwise {
+    fn run<T: WithDType>(&self, dst: &mut [T], src: &[T]);
+}
+
+impl Pairwise for Blend {
     fn run<T: WithDType>(&self, dst: &mut [T], grad: &[T]) {
         let (keep, add) = (self.keep, self.add);
         if self.square {
@@ -122,6 +127,36 @@ impl Blend {
             zip_apply(dst, grad, |m, g| m * keep + g * add);
         }
     }
+}
+
+impl Pairwise for Descend {
+    fn run<T: WithDType>(&self, dst: &mut [T], direction: &[T]) {
+        let lr = self.lr;
+        zip_apply(dst, direction, |p, d| p + d * -lr);
+    }
+}
+
+/// Runs `kernel` on the contiguous f32 or f64 storages of an in-place op.
+fn dispatch_pairwise<K: Pairwise>(
+    kernel: &K,
+    op: &str,
+    (s1, l1): (&mut CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+) -> Result<()> {
+    match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+            let (a, b) = (span_mut(a, l1, op)?, span(b, l2, op)?);
+            same_len(op, a.len(), b.len())?;
+            kernel.run(a, b);
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+            let (a, b) = (span_mut(a, l1, op)?, span(b, l2, op)?);
+            same_len(op, a.len(), b.len())?;
+            kernel.run(a, b);
+        }
+        _ => bail!("{op}: f32 or f64 tensors of one dtype"),
+    }
+    Ok(())
 }
 
 impl InplaceOp2 for Blend {
@@ -136,21 +171,7 @@ impl InplaceOp2 for Blend {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let op = self.name();
-        match (s1, s2) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                let (a, b) = (span_mut(a, l1, op)?, span(b, l2, op)?);
-                same_len(op, a.len(), b.len())?;
-                self.run(a, b);
-            }
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                let (a, b) = (span_mut(a, l1, op)?, span(b, l2, op)?);
-                same_len(op, a.len(), b.len())?;
-                self.run(a, b);
-            }
-            _ => bail!("{op}: f32 or f64 tensors of one dtype"),
-        }
-        Ok(())
+        dispatch_pairwise(self, self.name(), (s1, l1), (s2, l2))
     }
 }
 
@@ -166,22 +187,7 @@ impl InplaceOp2 for Descend {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let op = self.name();
-        let lr = self.lr;
-        match (s1, s2) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                let (a, b) = (span_mut(a, l1, op)?, span(b, l2, op)?);
-                same_len(op, a.len(), b.len())?;
-                zip_apply(a, b, |p, d| p + d * -lr);
-            }
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                let (a, b) = (span_mut(a, l1, op)?, span(b, l2, op)?);
-                same_len(op, a.len(), b.len())?;
-                zip_apply(a, b, |p, d| p + d * -lr);
-            }
-            _ => bail!("{op}: f32 or f64 tensors of one dtype"),
-        }
-        Ok(())
+        dispatch_pairwise(self, self.name(), (s1, l1), (s2, l2))
     }
 }
 
