@@ -1,28 +1,57 @@
-//! 2-D convolution on the CPU as chunked im2col + GEMM (the `gemm` crate
-//! candle itself uses), with a hand-written backward of two GEMMs and a
-//! col2im, so that no column matrix outlives the call.
+//! 2-D convolution on the CPU as im2col + GEMM (the `gemm` crate candle
+//! itself uses) over small tiles, with a hand-written backward of two GEMMs
+//! and a col2im, so that no column matrix outlives the call.
 //!
 //! candle's CPU conv backward is a direct `conv_transpose2d` loop that
-//! dominated the training step. Here, for a chunk of samples at a time,
-//! `cols = im2col(x)` is `(C·k·k, n·H_out·W_out)` with rows ordered
+//! dominated the training step. Here, for a tile of output pixels at a
+//! time, `cols = im2col(x)` is `(C·k·k, pixels)` with rows ordered
 //! (c, ky, kx) so that the weight `(C_out, C_in, k, k)` is already the
 //! `(C_out, C_in·k·k)` left operand; the forward is `W @ cols` plus bias,
 //! scattered to `(N, C_out, H_out, W_out)`. The backward is
-//! `dW = Σ dY @ colsᵀ` (the columns recomputed chunk by chunk instead of
-//! kept alive) and `dx = col2im(Wᵀ @ dY)`. Chunks bound the column buffer
-//! to [`COLS_BUDGET`] elements, and the column and GEMM buffers are per-thread
-//! scratch reused from call to call. Other devices use candle's conv2d.
+//! `dW = Σ dY @ colsᵀ` (the columns recomputed tile by tile instead of
+//! kept alive) and `dx = col2im(Wᵀ @ dY)`. A tile's column buffer holds at
+//! most [`TILE_BUDGET`] elements, so it is still in the core's cache when
+//! the GEMM reads it, and each core runs its own tiles' GEMMs, whose
+//! buffers are per-thread scratch reused from call to call. Layers with
+//! very few output channels run as direct loops instead ([`direct`]).
+//! Other devices use candle's conv2d.
 
 use super::storage::{
     dispatch2, dispatch3, give_scratch, min_items, take_scratch, Kernel2, Kernel3,
 };
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
+use std::any::TypeId;
 
-/// Most elements of one column buffer: a chunk holds as many samples as fit
-/// (at least one), so buffers stay under glibc's mmap threshold and are
-/// reused from the heap instead of page-faulted in on every call.
-const COLS_BUDGET: usize = 1 << 22;
+mod shifted;
+
+/// `s` as f32, when `T` is f32.
+fn as_f32<T: WithDType>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32, checked by its type id.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+/// `s` as mutable f32, when `T` is f32.
+fn as_f32_mut<T: WithDType>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: T is f32, checked by its type id.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
+}
+
+/// Most elements of one tile's column buffer (1 MiB of f32): small enough
+/// that im2col's output is still in the core's L2 cache when the GEMM reads
+/// it. A sweep over 2^14..2^20 on the `small` model's layers put the best
+/// step time at 2^18–2^20, with 2^14 and 2^16 up to 1.5× slower on the deep
+/// layers (too few pixels per GEMM).
+const TILE_BUDGET: usize = 1 << 18;
+
+/// Tasks a batch is at least cut into, when it has that many samples, so
+/// that the cores share the work evenly.
+const MIN_TASKS: usize = 8;
+
+/// Output channels up to which a layer runs as direct loops ([`direct`]).
+const DIRECT_MAX_OUT: usize = 4;
 
 /// Output pixels summed in f32 by one weight-gradient GEMM before its
 /// partial result is added in f64.
@@ -39,8 +68,13 @@ struct Geometry {
     k: usize,
     stride: usize,
     padding: usize,
-    /// Most elements of one column buffer ([`COLS_BUDGET`] outside tests).
+    /// Most elements of one tile's column buffer ([`TILE_BUDGET`] outside
+    /// tests).
     budget: usize,
+    /// Direct loops instead of im2col + GEMM.
+    direct: bool,
+    /// The forward and input gradient through [`shifted`] (f32 only).
+    shifted: bool,
 }
 
 impl Geometry {
@@ -52,19 +86,9 @@ impl Geometry {
         (self.w + 2 * self.padding - self.k) / self.stride + 1
     }
 
-    /// Output pixels of one sample.
-    fn out_plane(&self) -> usize {
-        self.out_h() * self.out_w()
-    }
-
     /// Rows of the column matrix, `C·k·k`.
     fn depth(&self) -> usize {
         self.c * self.k * self.k
-    }
-
-    /// Samples per chunk.
-    fn chunk(&self) -> usize {
-        (self.budget / (self.depth() * self.out_plane()).max(1)).clamp(1, self.n)
     }
 
     /// The output positions `o` along an axis of `len` input pixels whose
@@ -92,17 +116,32 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<Tensor> {
-    conv2d_chunked(x, weight, bias, stride, padding, COLS_BUDGET)
+    conv2d_with(x, weight, bias, stride, padding, TILE_BUDGET, Path::Fastest)
 }
 
-/// [`conv2d`] with a column buffer of at most `budget` elements.
-fn conv2d_chunked(
+/// Which CPU implementation runs a convolution (the tests force each).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(not(test), allow(dead_code))]
+enum Path {
+    /// [`shifted`] where it applies to f32, else [`direct`] for at most
+    /// [`DIRECT_MAX_OUT`] output channels, else im2col + GEMM.
+    Fastest,
+    /// [`direct`] always.
+    Direct,
+    /// im2col + GEMM always.
+    Gemm,
+}
+
+/// [`conv2d`] through `path`, GEMM tiles of at most `budget` column
+/// elements.
+fn conv2d_with(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     stride: usize,
     padding: usize,
     budget: usize,
+    path: Path,
 ) -> candle_core::Result<Tensor> {
     let (cout, cin, kh, kw) = weight.dims4()?;
     if !x.device().is_cpu() {
@@ -135,20 +174,24 @@ fn conv2d_chunked(
         stride,
         padding,
         budget,
+        direct: match path {
+            Path::Fastest => cout <= DIRECT_MAX_OUT,
+            Path::Direct => true,
+            Path::Gemm => false,
+        },
+        shifted: false,
+    };
+    let g = Geometry {
+        shifted: path == Path::Fastest && shifted::applies(&g),
+        ..g
     };
     x.contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv(g))
 }
 
-fn parallelism() -> gemm::Parallelism {
-    match rayon::current_num_threads() {
-        0 | 1 => gemm::Parallelism::None,
-        n => gemm::Parallelism::Rayon(n),
-    }
-}
-
 /// `dst (m×n, row-major, row stride dst_rs) = [dst +] lhs (m×k) @ rhs (k×n)`
-/// where each operand is given by its (row, column) strides.
+/// where each operand is given by its (row, column) strides, on the
+/// calling thread (the tiles are the parallel work).
 ///
 /// # Safety
 /// Every strided index of the three operands must lie inside its slice; the
@@ -188,7 +231,7 @@ unsafe fn matmul<T: WithDType>(
             false,
             false,
             false,
-            parallelism(),
+            gemm::Parallelism::None,
         )
     }
 }
@@ -232,118 +275,222 @@ fn scatter_add_strided<T: WithDType>(dst: &mut [T], src: &[T], stride: usize) {
     }
 }
 
-/// Fills `cols` `(C·k·k, nb·P)` from samples `b0..b0 + nb` of `x`, zeros
-/// in the padding.
-fn im2col<T: WithDType>(x: &[T], g: Geometry, b0: usize, nb: usize, cols: &mut [T]) {
-    let (ho, wo) = (g.out_h(), g.out_w());
-    let row = nb * ho * wo;
-    let zero = T::from_f64(0.0);
-    cols[..g.depth() * row]
-        .par_chunks_mut(row)
-        .enumerate()
-        .with_min_len(min_items(row))
-        .for_each(|(r, out)| {
-            let (c, tap) = (r / (g.k * g.k), r % (g.k * g.k));
-            let (ky, kx) = (tap / g.k, tap % g.k);
-            let (ylo, yhi) = g.valid(ky, g.h, ho);
-            let (xlo, xhi) = g.valid(kx, g.w, wo);
-            for (bi, dst) in out.chunks_exact_mut(ho * wo).enumerate() {
-                let plane = &x[((b0 + bi) * g.c + c) * g.h * g.w..][..g.h * g.w];
-                for (oy, d) in dst.chunks_exact_mut(wo).enumerate() {
-                    if oy < ylo || oy >= yhi {
-                        d.fill(zero);
-                        continue;
-                    }
-                    let src = &plane[(oy * g.stride + ky - g.padding) * g.w..][..g.w];
-                    d[..xlo].fill(zero);
-                    d[xhi..].fill(zero);
-                    let first = xlo * g.stride + kx - g.padding;
-                    gather_strided(&mut d[xlo..xhi], &src[first..], g.stride);
-                }
-            }
-        });
+/// Samples `b0..b1` of the batch, one parallel task, and the tiles they are
+/// computed in: ranges `r0..r1` of global output rows (`sample · H_out +
+/// row`), several whole samples or a band of one sample's rows.
+struct Task {
+    b0: usize,
+    b1: usize,
+    tiles: Vec<(usize, usize)>,
 }
 
-/// Adds `cols` `(C·k·k, nb·P)` back onto the input gradient `dx` of
-/// samples `b0..b0 + nb` (im2col's adjoint), channels in parallel.
-fn col2im<T: WithDType>(cols: &[T], g: Geometry, b0: usize, nb: usize, dx: &mut [T]) {
-    let (ho, wo) = (g.out_h(), g.out_w());
-    let row = nb * ho * wo;
-    let plane = g.h * g.w;
-    // dx is (N, C, H, W): hand each channel its planes of this chunk.
-    let mut planes: Vec<Vec<&mut [T]>> = (0..g.c).map(|_| Vec::with_capacity(nb)).collect();
-    for (i, p) in dx.chunks_exact_mut(plane).enumerate() {
-        let (b, c) = (i / g.c, i % g.c);
-        if (b0..b0 + nb).contains(&b) {
-            planes[c].push(p);
+impl Geometry {
+    /// The batch cut into tasks whose tiles' column buffers hold at most
+    /// `budget` elements. The cut depends on the geometry alone, never on the
+    /// number of threads, so results do not either.
+    fn tasks(&self) -> Vec<Task> {
+        let (ho, wo) = (self.out_h(), self.out_w());
+        let per_sample = self.depth() * ho * wo;
+        if per_sample <= self.budget {
+            let nb = (self.budget / per_sample)
+                .min(self.n.div_ceil(MIN_TASKS))
+                .max(1);
+            (0..self.n)
+                .step_by(nb)
+                .map(|b0| {
+                    let b1 = (b0 + nb).min(self.n);
+                    Task {
+                        b0,
+                        b1,
+                        tiles: vec![(b0 * ho, b1 * ho)],
+                    }
+                })
+                .collect()
+        } else {
+            let rows = (self.budget / (self.depth() * wo)).clamp(1, ho);
+            (0..self.n)
+                .map(|b| Task {
+                    b0: b,
+                    b1: b + 1,
+                    tiles: (0..ho)
+                        .step_by(rows)
+                        .map(|r| (b * ho + r, b * ho + (r + rows).min(ho)))
+                        .collect(),
+                })
+                .collect()
         }
     }
-    planes
-        .par_iter_mut()
+
+    /// Output pixels of the widest tile.
+    fn widest(tasks: &[Task], wo: usize) -> usize {
+        tasks
+            .iter()
+            .flat_map(|t| &t.tiles)
+            .map(|(r0, r1)| (r1 - r0) * wo)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// `data`, `per_sample` elements per sample, cut into the tasks' samples.
+fn split_by_task<'a, T>(
+    mut data: &'a mut [T],
+    tasks: &[Task],
+    per_sample: usize,
+) -> Vec<&'a mut [T]> {
+    tasks
+        .iter()
+        .map(|t| {
+            let (head, rest) = std::mem::take(&mut data).split_at_mut((t.b1 - t.b0) * per_sample);
+            data = rest;
+            head
+        })
+        .collect()
+}
+
+/// Fills `cols` `((c1 − c0)·k·k, width)` with the patches of channels
+/// `c0..c1` at the tile's output pixels, zeros in the padding.
+fn im2col<T: WithDType>(
+    x: &[T],
+    g: Geometry,
+    (r0, r1): (usize, usize),
+    (c0, c1): (usize, usize),
+    cols: &mut [T],
+) {
+    let (ho, wo) = (g.out_h(), g.out_w());
+    let width = (r1 - r0) * wo;
+    let kk = g.k * g.k;
+    let zero = T::zero();
+    for (d, out) in cols[..(c1 - c0) * kk * width]
+        .chunks_exact_mut(width)
         .enumerate()
-        .with_min_len(min_items(g.k * g.k * row))
-        .for_each(|(c, ps)| {
-            for tap in 0..g.k * g.k {
-                let (ky, kx) = (tap / g.k, tap % g.k);
-                let (ylo, yhi) = g.valid(ky, g.h, ho);
-                let (xlo, xhi) = g.valid(kx, g.w, wo);
-                let src_row = &cols[(c * g.k * g.k + tap) * row..][..row];
-                for (p, src) in ps.iter_mut().zip(src_row.chunks_exact(ho * wo)) {
-                    for oy in ylo..yhi {
-                        let s = &src[oy * wo..][xlo..xhi];
-                        let y = oy * g.stride + ky - g.padding;
-                        let first = xlo * g.stride + kx - g.padding;
-                        let d = &mut p[y * g.w..][..g.w];
-                        scatter_add_strided(&mut d[first..], s, g.stride);
-                    }
-                }
+    {
+        let (c, tap) = (c0 + d / kk, d % kk);
+        let (ky, kx) = (tap / g.k, tap % g.k);
+        let (ylo, yhi) = g.valid(ky, g.h, ho);
+        let (xlo, xhi) = g.valid(kx, g.w, wo);
+        for (r, dst) in (r0..r1).zip(out.chunks_exact_mut(wo)) {
+            let (b, oy) = (r / ho, r % ho);
+            if oy < ylo || oy >= yhi || xlo >= xhi {
+                dst.fill(zero);
+                continue;
             }
-        });
+            let y = oy * g.stride + ky - g.padding;
+            let src = &x[((b * g.c + c) * g.h + y) * g.w..][..g.w];
+            dst[..xlo].fill(zero);
+            dst[xhi..].fill(zero);
+            let first = xlo * g.stride + kx - g.padding;
+            gather_strided(&mut dst[xlo..xhi], &src[first..], g.stride);
+        }
+    }
+}
+
+/// Adds `cols` `(C·k·k, width)` of a tile back onto `dx`, the input
+/// gradient of samples from `b0` on (im2col's adjoint).
+fn col2im<T: WithDType>(
+    cols: &[T],
+    g: Geometry,
+    (r0, r1): (usize, usize),
+    b0: usize,
+    dx: &mut [T],
+) {
+    let (ho, wo) = (g.out_h(), g.out_w());
+    let width = (r1 - r0) * wo;
+    let kk = g.k * g.k;
+    for (d, src) in cols[..g.depth() * width].chunks_exact(width).enumerate() {
+        let (c, tap) = (d / kk, d % kk);
+        let (ky, kx) = (tap / g.k, tap % g.k);
+        let (ylo, yhi) = g.valid(ky, g.h, ho);
+        let (xlo, xhi) = g.valid(kx, g.w, wo);
+        if xlo >= xhi {
+            continue;
+        }
+        for (r, s) in (r0..r1).zip(src.chunks_exact(wo)) {
+            let (b, oy) = (r / ho, r % ho);
+            if oy < ylo || oy >= yhi {
+                continue;
+            }
+            let y = oy * g.stride + ky - g.padding;
+            let row = &mut dx[(((b - b0) * g.c + c) * g.h + y) * g.w..][..g.w];
+            let first = xlo * g.stride + kx - g.padding;
+            scatter_add_strided(&mut row[first..], &s[xlo..xhi], g.stride);
+        }
+    }
+}
+
+/// Gathers a tile's pixels of `dy` `(N, C_out, P)` into `(C_out, width)`.
+fn gather_grad<T: WithDType>(dy: &[T], g: Geometry, (r0, r1): (usize, usize), dst: &mut [T]) {
+    let (ho, wo) = (g.out_h(), g.out_w());
+    let width = (r1 - r0) * wo;
+    for (o, row) in dst[..g.c_out * width].chunks_exact_mut(width).enumerate() {
+        for (r, d) in (r0..r1).zip(row.chunks_exact_mut(wo)) {
+            let (b, oy) = (r / ho, r % ho);
+            d.copy_from_slice(&dy[(b * g.c_out + o) * ho * wo + oy * wo..][..wo]);
+        }
+    }
 }
 
 /// The forward op over (x, weight, bias).
 struct Conv(Geometry);
 
 fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], g: Geometry) -> Vec<T> {
-    let p = g.out_plane();
-    let chunk = g.chunk();
-    let mut out = vec![T::from_f64(0.0); g.n * g.c_out * p];
-    // Scratch: im2col and the GEMM write every element they later read.
-    let mut cols = take_scratch::<T>(g.depth() * chunk * p);
-    let mut prod = take_scratch::<T>(g.c_out * chunk * p);
-    for b0 in (0..g.n).step_by(chunk) {
-        let nb = chunk.min(g.n - b0);
-        let width = nb * p;
-        im2col(x, g, b0, nb, &mut cols);
-        // SAFETY: weight is (C_out, depth), cols (depth, width), prod (C_out, width).
-        unsafe {
-            matmul(
-                &mut prod,
-                width,
-                false,
-                weight,
-                (g.depth(), 1),
-                &cols,
-                (width, 1),
-                (g.c_out, g.depth(), width),
-            );
+    let (ho, wo) = (g.out_h(), g.out_w());
+    let p = ho * wo;
+    let mut out = vec![T::zero(); g.n * g.c_out * p];
+    if g.shifted {
+        if let (Some(x), Some(w), Some(b), Some(o)) = (
+            as_f32(x),
+            as_f32(weight),
+            as_f32(bias),
+            as_f32_mut(&mut out),
+        ) {
+            shifted::forward(x, w, b, g, o);
+            return out;
         }
-        // (C_out, nb·P) -> (nb, C_out, P), adding the bias on the way.
-        out[b0 * g.c_out * p..(b0 + nb) * g.c_out * p]
-            .par_chunks_mut(p)
-            .enumerate()
-            .with_min_len(min_items(p))
-            .for_each(|(i, dst)| {
-                let (bi, o) = (i / g.c_out, i % g.c_out);
-                let src = &prod[o * width + bi * p..][..p];
-                let b = bias[o];
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d = *s + b;
-                }
-            });
     }
-    give_scratch(cols);
-    give_scratch(prod);
+    if g.direct {
+        direct::forward(x, weight, bias, g, &mut out);
+        return out;
+    }
+    let tasks = g.tasks();
+    let widest = Geometry::widest(&tasks, wo);
+    let outs = split_by_task(&mut out, &tasks, g.c_out * p);
+    tasks.par_iter().zip(outs).for_each(|(task, out)| {
+        // Scratch: im2col and the GEMM write every element they later read.
+        let mut cols = take_scratch::<T>(g.depth() * widest);
+        let mut prod = take_scratch::<T>(g.c_out * widest);
+        for &(r0, r1) in &task.tiles {
+            let width = (r1 - r0) * wo;
+            im2col(x, g, (r0, r1), (0, g.c), &mut cols);
+            // SAFETY: weight is (C_out, depth), cols (depth, width), prod
+            // (C_out, width).
+            unsafe {
+                matmul(
+                    &mut prod,
+                    width,
+                    false,
+                    weight,
+                    (g.depth(), 1),
+                    &cols,
+                    (width, 1),
+                    (g.c_out, g.depth(), width),
+                );
+            }
+            // (C_out, width) -> the task's (nb, C_out, P), adding the bias.
+            for (o, src) in prod[..g.c_out * width].chunks_exact(width).enumerate() {
+                let b = bias[o];
+                for (r, s) in (r0..r1).zip(src.chunks_exact(wo)) {
+                    let (bi, oy) = (r / ho - task.b0, r % ho);
+                    let dst = &mut out[(bi * g.c_out + o) * p + oy * wo..][..wo];
+                    for (d, v) in dst.iter_mut().zip(s) {
+                        *d = *v + b;
+                    }
+                }
+            }
+        }
+        give_scratch(cols);
+        give_scratch(prod);
+    });
     out
 }
 
@@ -403,51 +550,52 @@ impl CustomOp3 for Conv {
     }
 }
 
-/// Gathers samples `b0..b0 + nb` of `dy` `(N, C_out, P)` into `(C_out, nb·P)`.
-fn gather_grad<T: WithDType>(dy: &[T], g: Geometry, b0: usize, nb: usize, dst: &mut [T]) {
-    let p = g.out_plane();
-    dst[..g.c_out * nb * p]
-        .par_chunks_mut(nb * p)
-        .enumerate()
-        .with_min_len(min_items(nb * p))
-        .for_each(|(o, row)| {
-            for (bi, d) in row.chunks_exact_mut(p).enumerate() {
-                d.copy_from_slice(&dy[((b0 + bi) * g.c_out + o) * p..][..p]);
-            }
-        });
-}
-
-/// `dx` from (upstream gradient, weight): `col2im(Wᵀ @ dY)`.
+/// `dx` from (upstream gradient, weight): `col2im(Wᵀ @ dY)` tile by tile.
 struct InputGrad(Geometry);
 
 fn input_grad<T: WithDType>(dy: &[T], weight: &[T], g: Geometry) -> Vec<T> {
-    let p = g.out_plane();
-    let chunk = g.chunk();
-    let mut dx = vec![T::from_f64(0.0); g.n * g.c * g.h * g.w];
-    let mut cols = take_scratch::<T>(g.depth() * chunk * p);
-    let mut dyc = take_scratch::<T>(g.c_out * chunk * p);
-    for b0 in (0..g.n).step_by(chunk) {
-        let nb = chunk.min(g.n - b0);
-        let width = nb * p;
-        gather_grad(dy, g, b0, nb, &mut dyc);
-        // SAFETY: Wᵀ is (depth, C_out) read from (C_out, depth); dyc is
-        // (C_out, width); cols (depth, width).
-        unsafe {
-            matmul(
-                &mut cols,
-                width,
-                false,
-                weight,
-                (1, g.depth()),
-                &dyc,
-                (width, 1),
-                (g.depth(), g.c_out, width),
-            );
+    let wo = g.out_w();
+    let mut dx = vec![T::zero(); g.n * g.c * g.h * g.w];
+    if g.shifted {
+        if let (Some(dy), Some(w), Some(d)) = (as_f32(dy), as_f32(weight), as_f32_mut(&mut dx)) {
+            shifted::input_grad(dy, w, g, d);
+            return dx;
         }
-        col2im(&cols, g, b0, nb, &mut dx);
     }
-    give_scratch(cols);
-    give_scratch(dyc);
+    if g.direct {
+        direct::input_grad(dy, weight, g, &mut dx);
+        return dx;
+    }
+    let tasks = g.tasks();
+    let widest = Geometry::widest(&tasks, wo);
+    // A task owns its samples' input gradient: neighbouring bands of one
+    // sample overlap in the input rows they add to.
+    let dxs = split_by_task(&mut dx, &tasks, g.c * g.h * g.w);
+    tasks.par_iter().zip(dxs).for_each(|(task, dx)| {
+        let mut cols = take_scratch::<T>(g.depth() * widest);
+        let mut dyc = take_scratch::<T>(g.c_out * widest);
+        for &tile in &task.tiles {
+            let width = (tile.1 - tile.0) * wo;
+            gather_grad(dy, g, tile, &mut dyc);
+            // SAFETY: Wᵀ is (depth, C_out) read from (C_out, depth); dyc is
+            // (C_out, width); cols (depth, width).
+            unsafe {
+                matmul(
+                    &mut cols,
+                    width,
+                    false,
+                    weight,
+                    (1, g.depth()),
+                    &dyc,
+                    (width, 1),
+                    (g.depth(), g.c_out, width),
+                );
+            }
+            col2im(&cols, g, tile, task.b0, dx);
+        }
+        give_scratch(cols);
+        give_scratch(dyc);
+    });
     dx
 }
 
@@ -480,66 +628,104 @@ impl CustomOp2 for InputGrad {
 /// `[dW, db]` from (input, upstream gradient), packed flat. `dW = Σ dY @
 /// colsᵀ` is computed as its transpose `cols @ dYᵀ` `(C·k·k, C_out)`,
 /// which `gemm` runs 2–6× faster for the model's shapes (few output
-/// channels, long sums), then transposed.
+/// channels, long sums), then transposed. The cores split the input
+/// channels, i.e. the rows of `cols`, so that each element's sum runs over
+/// the same tiles in the same order whatever the number of threads.
 struct WeightGrad(Geometry);
 
 fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
-    let p = g.out_plane();
-    let chunk = g.chunk();
-    let mut part = take_scratch::<T>(g.depth() * g.c_out);
-    let mut cols = take_scratch::<T>(g.depth() * chunk * p);
-    let mut dyc = take_scratch::<T>(g.c_out * chunk * p);
-    // Sums over thousands of output pixels lose precision in f32, so each
-    // block of SUM_BLOCK pixels is a GEMM whose partial result is added in
-    // f64. When the whole batch is one chunk and one block (the deep
-    // layers' few pixels), the GEMM result is the sum itself.
-    let one_block = chunk >= g.n && g.n * p <= SUM_BLOCK;
-    let mut sum = if one_block {
-        Vec::new()
-    } else {
-        vec![0f64; g.depth() * g.c_out]
-    };
-    for b0 in (0..g.n).step_by(chunk) {
-        let nb = chunk.min(g.n - b0);
-        let width = nb * p;
-        im2col(x, g, b0, nb, &mut cols);
-        gather_grad(dy, g, b0, nb, &mut dyc);
-        for k0 in (0..width).step_by(SUM_BLOCK) {
-            let kb = SUM_BLOCK.min(width - k0);
-            // SAFETY: cols[.., k0..k0 + kb] is (depth, kb) with row stride
-            // width; dYᵀ is (kb, C_out) read from dyc (C_out, width) at
-            // column k0; part is (depth, C_out).
-            unsafe {
-                matmul(
-                    &mut part,
-                    g.c_out,
-                    false,
-                    &cols[k0..],
-                    (width, 1),
-                    &dyc[k0..],
-                    (1, width),
-                    (g.depth(), kb, g.c_out),
-                );
-            }
-            if !one_block {
-                sum.par_chunks_mut(1 << 14)
-                    .zip(part.par_chunks(1 << 14))
-                    .for_each(|(s, p)| {
-                        for (s, v) in s.iter_mut().zip(p) {
-                            *s += v.to_f64();
-                        }
-                    });
-            }
-        }
-    }
+    let (ho, wo) = (g.out_h(), g.out_w());
+    let p = ho * wo;
     // [dW (C_out, depth), db (C_out)]
-    let mut out = vec![T::from_f64(0.0); g.c_out * g.depth() + g.c_out];
+    let mut out = vec![T::zero(); g.c_out * g.depth() + g.c_out];
     let (dw, db) = out.split_at_mut(g.c_out * g.depth());
-    if one_block {
-        // The scratch may be longer than this layer's (depth, C_out).
-        transpose_into(dw, &part[..g.depth() * g.c_out], g, |v: &T| *v);
+    let shifted = if g.shifted {
+        (as_f32(x), as_f32(dy), as_f32_mut(dw))
     } else {
-        transpose_into(dw, &sum, g, |v: &f64| T::from_f64(*v));
+        (None, None, None)
+    };
+    if let (Some(x), Some(dy), Some(dw)) = shifted {
+        shifted::weight_grad(x, dy, g, dw);
+    } else if g.direct {
+        direct::weight_grad(x, dy, g, dw);
+    } else {
+        let tasks = g.tasks();
+        let widest = Geometry::widest(&tasks, wo);
+        let tiles: Vec<(usize, usize)> = tasks.into_iter().flat_map(|t| t.tiles).collect();
+        // Sums over thousands of output pixels lose precision in f32, so
+        // GEMMs accumulate at most SUM_BLOCK pixels before their partial
+        // result is added in f64. When the whole batch is one block (the
+        // deep layers' few pixels), the f32 result is the sum itself.
+        let one_block = g.n * p <= SUM_BLOCK;
+        let kk = g.k * g.k;
+        let lanes = (2 * rayon::current_num_threads()).clamp(1, g.c);
+        let per_lane = g.c.div_ceil(lanes);
+        let mut transposed = vec![T::zero(); g.depth() * g.c_out];
+        transposed
+            .par_chunks_mut(per_lane * kk * g.c_out)
+            .enumerate()
+            .for_each(|(lane, dst)| {
+                let c0 = lane * per_lane;
+                let rows = dst.len() / g.c_out;
+                let c1 = c0 + rows / kk;
+                let mut cols = take_scratch::<T>(rows * widest);
+                let mut dyc = take_scratch::<T>(g.c_out * widest);
+                let mut part = take_scratch::<T>(rows * g.c_out);
+                let mut sum = if one_block {
+                    Vec::new()
+                } else {
+                    vec![0f64; rows * g.c_out]
+                };
+                let flush = |sum: &mut Vec<f64>, part: &[T]| {
+                    for (s, v) in sum.iter_mut().zip(part) {
+                        *s += v.to_f64();
+                    }
+                };
+                // Pixels summed into `part` since it was last flushed.
+                let mut summed = 0;
+                for &tile in &tiles {
+                    let width = (tile.1 - tile.0) * wo;
+                    im2col(x, g, tile, (c0, c1), &mut cols);
+                    gather_grad(dy, g, tile, &mut dyc);
+                    for k0 in (0..width).step_by(SUM_BLOCK) {
+                        let kb = SUM_BLOCK.min(width - k0);
+                        if summed > 0 && summed + kb > SUM_BLOCK {
+                            flush(&mut sum, &part);
+                            summed = 0;
+                        }
+                        // SAFETY: cols[.., k0..k0 + kb] is (rows, kb) with
+                        // row stride width; dYᵀ is (kb, C_out) read from dyc
+                        // (C_out, width) at column k0; part is (rows, C_out).
+                        unsafe {
+                            matmul(
+                                &mut part,
+                                g.c_out,
+                                summed > 0,
+                                &cols[k0..],
+                                (width, 1),
+                                &dyc[k0..],
+                                (1, width),
+                                (rows, kb, g.c_out),
+                            );
+                        }
+                        summed += kb;
+                    }
+                }
+                if one_block {
+                    dst.copy_from_slice(&part[..rows * g.c_out]);
+                } else {
+                    if summed > 0 {
+                        flush(&mut sum, &part);
+                    }
+                    for (d, s) in dst.iter_mut().zip(&sum) {
+                        *d = T::from_f64(*s);
+                    }
+                }
+                give_scratch(cols);
+                give_scratch(dyc);
+                give_scratch(part);
+            });
+        transpose_into(dw, &transposed, g);
     }
     db.par_iter_mut()
         .enumerate()
@@ -553,21 +739,13 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
                 .sum();
             *d = T::from_f64(sum);
         });
-    give_scratch(part);
-    give_scratch(cols);
-    give_scratch(dyc);
     out
 }
 
 /// `dw` (C_out, depth) from `sum` (depth, C_out), in bands of TILE output
 /// channels, so that each task writes whole rows and reads short contiguous
 /// runs.
-fn transpose_into<S: Sync, T: WithDType>(
-    dw: &mut [T],
-    sum: &[S],
-    g: Geometry,
-    cast: impl Fn(&S) -> T + Sync,
-) {
+fn transpose_into<T: WithDType>(dw: &mut [T], sum: &[T], g: Geometry) {
     const TILE: usize = 16;
     dw.par_chunks_mut(TILE * g.depth())
         .enumerate()
@@ -577,7 +755,7 @@ fn transpose_into<S: Sync, T: WithDType>(
             let n_o = rows.len() / g.depth();
             for (r, src) in sum.chunks_exact(g.c_out).enumerate() {
                 for (i, v) in src[o0..o0 + n_o].iter().enumerate() {
-                    rows[i * g.depth() + r] = cast(v);
+                    rows[i * g.depth() + r] = *v;
                 }
             }
         });
@@ -609,17 +787,195 @@ impl CustomOp2 for WeightGrad {
     }
 }
 
+/// Layers with at most [`DIRECT_MAX_OUT`] output channels (the decoders'
+/// last, with 1 or 2), computed straight on the planes: as a GEMM they have
+/// one or two rows and ran at a few GFLOP/s. Every loop reads and writes
+/// whole rows, which the compiler vectorises for stride 1.
+mod direct {
+    use super::{min_items, Geometry};
+    use candle_core::WithDType;
+    use rayon::prelude::*;
+
+    /// `d[i] += a · s[i · stride]`.
+    fn axpy_gather<T: WithDType>(d: &mut [T], s: &[T], a: T, stride: usize) {
+        if stride == 1 {
+            for (d, s) in d.iter_mut().zip(s) {
+                *d += a * *s;
+            }
+        } else {
+            for (d, s) in d.iter_mut().zip(s.iter().step_by(stride)) {
+                *d += a * *s;
+            }
+        }
+    }
+
+    /// `d[i · stride] += a · s[i]`.
+    fn axpy_scatter<T: WithDType>(d: &mut [T], s: &[T], a: T, stride: usize) {
+        if stride == 1 {
+            for (d, s) in d.iter_mut().zip(s) {
+                *d += a * *s;
+            }
+        } else {
+            for (d, s) in d.iter_mut().step_by(stride).zip(s) {
+                *d += a * *s;
+            }
+        }
+    }
+
+    /// `Σ a[i] · b[i · stride]` in eight f32 (or f64) lanes, returned in f64.
+    fn dot<T: WithDType>(a: &[T], b: &[T], stride: usize) -> f64 {
+        let mut lanes = [T::zero(); 8];
+        if stride == 1 {
+            let (a8, b8) = (a.chunks_exact(8), b[..a.len()].chunks_exact(8));
+            let tail: f64 = a8
+                .remainder()
+                .iter()
+                .zip(b8.remainder())
+                .map(|(x, y)| (*x * *y).to_f64())
+                .sum();
+            for (x, y) in a8.zip(b8) {
+                for i in 0..8 {
+                    lanes[i] += x[i] * y[i];
+                }
+            }
+            lanes.iter().map(|v| v.to_f64()).sum::<f64>() + tail
+        } else {
+            a.iter()
+                .zip(b.iter().step_by(stride))
+                .map(|(x, y)| (*x * *y).to_f64())
+                .sum()
+        }
+    }
+
+    /// Calls `f(tap, ky, (ylo, yhi), (xlo, xhi), first_x)` for the taps
+    /// that reach the input, with the output rows and columns they reach and
+    /// the input column of output column `xlo`.
+    fn for_each_tap(
+        g: Geometry,
+        mut f: impl FnMut(usize, usize, (usize, usize), (usize, usize), usize),
+    ) {
+        let (ho, wo) = (g.out_h(), g.out_w());
+        for tap in 0..g.k * g.k {
+            let (ky, kx) = (tap / g.k, tap % g.k);
+            let (ylo, yhi) = g.valid(ky, g.h, ho);
+            let (xlo, xhi) = g.valid(kx, g.w, wo);
+            if ylo < yhi && xlo < xhi {
+                f(
+                    tap,
+                    ky,
+                    (ylo, yhi),
+                    (xlo, xhi),
+                    xlo * g.stride + kx - g.padding,
+                );
+            }
+        }
+    }
+
+    /// Each output plane is its bias plus, per input channel and tap, the
+    /// shifted input plane times one weight.
+    pub(super) fn forward<T: WithDType>(
+        x: &[T],
+        weight: &[T],
+        bias: &[T],
+        g: Geometry,
+        out: &mut [T],
+    ) {
+        let (ho, wo) = (g.out_h(), g.out_w());
+        let (kk, plane_in) = (g.k * g.k, g.h * g.w);
+        out.par_chunks_mut(ho * wo)
+            .enumerate()
+            .with_min_len(min_items(g.c * kk * ho * wo))
+            .for_each(|(i, plane)| {
+                let (b, o) = (i / g.c_out, i % g.c_out);
+                plane.fill(bias[o]);
+                for c in 0..g.c {
+                    let src = &x[(b * g.c + c) * plane_in..][..plane_in];
+                    for_each_tap(g, |tap, ky, (ylo, yhi), (xlo, xhi), first| {
+                        let a = weight[(o * g.c + c) * kk + tap];
+                        for oy in ylo..yhi {
+                            let y = oy * g.stride + ky - g.padding;
+                            axpy_gather(
+                                &mut plane[oy * wo + xlo..oy * wo + xhi],
+                                &src[y * g.w + first..(y + 1) * g.w],
+                                a,
+                                g.stride,
+                            );
+                        }
+                    });
+                }
+            });
+    }
+
+    /// Each input-gradient plane gathers, per output channel and tap, the
+    /// upstream gradient times one weight at the positions the tap read.
+    pub(super) fn input_grad<T: WithDType>(dy: &[T], weight: &[T], g: Geometry, dx: &mut [T]) {
+        let (ho, wo) = (g.out_h(), g.out_w());
+        let kk = g.k * g.k;
+        dx.par_chunks_mut(g.h * g.w)
+            .enumerate()
+            .with_min_len(min_items(g.c_out * kk * ho * wo))
+            .for_each(|(i, plane)| {
+                let (b, c) = (i / g.c, i % g.c);
+                for o in 0..g.c_out {
+                    let src = &dy[(b * g.c_out + o) * ho * wo..][..ho * wo];
+                    for_each_tap(g, |tap, ky, (ylo, yhi), (xlo, xhi), first| {
+                        let a = weight[(o * g.c + c) * kk + tap];
+                        for oy in ylo..yhi {
+                            let y = oy * g.stride + ky - g.padding;
+                            axpy_scatter(
+                                &mut plane[y * g.w + first..(y + 1) * g.w],
+                                &src[oy * wo + xlo..oy * wo + xhi],
+                                a,
+                                g.stride,
+                            );
+                        }
+                    });
+                }
+            });
+    }
+
+    /// Each weight is the sum, over the batch, of the upstream gradient
+    /// times the input its tap read: row by row in f32, rows added in f64.
+    /// `dw` is `(C_out, C, k, k)`.
+    pub(super) fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry, dw: &mut [T]) {
+        let (ho, wo) = (g.out_h(), g.out_w());
+        let (kk, plane_in) = (g.k * g.k, g.h * g.w);
+        dw.par_chunks_mut(kk).enumerate().for_each(|(i, taps)| {
+            let (o, c) = (i / g.c, i % g.c);
+            let mut sums = vec![0f64; kk];
+            for b in 0..g.n {
+                let src = &x[(b * g.c + c) * plane_in..][..plane_in];
+                let up = &dy[(b * g.c_out + o) * ho * wo..][..ho * wo];
+                for_each_tap(g, |tap, ky, (ylo, yhi), (xlo, xhi), first| {
+                    for oy in ylo..yhi {
+                        let y = oy * g.stride + ky - g.padding;
+                        sums[tap] += dot(
+                            &up[oy * wo + xlo..oy * wo + xhi],
+                            &src[y * g.w + first..(y + 1) * g.w],
+                            g.stride,
+                        );
+                    }
+                });
+            }
+            for (t, s) in taps.iter_mut().zip(sums) {
+                *t = T::from_f64(s);
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::storage::{max_abs_diff as max_diff, poison_scratch};
-    use super::{conv2d, conv2d_chunked};
+    use super::{conv2d, conv2d_with, Path, TILE_BUDGET};
     use candle_core::{DType, Device, Tensor, Var};
 
     /// Against candle's own conv2d and its backward, in f64, for the
-    /// model's two kernels and odd sizes, whole and in chunks of one and
-    /// two samples (square ones for stride 2: candle's
+    /// model's two kernels and odd sizes (square ones for stride 2: candle's
     /// backward gives the wrong input-gradient shape when H and W need
-    /// different output paddings).
+    /// different output paddings), through the direct loops and through the
+    /// GEMMs with tiles of all samples, one or two samples, one row and two
+    /// rows.
     #[test]
     fn matches_candle_conv2d_and_its_gradients() {
         let dev = Device::Cpu;
@@ -632,6 +988,9 @@ mod tests {
             (3, 5, 6, 1, 1, 3, 1, 1),
             // More output pixels than one SUM_BLOCK: partial sums in f64.
             (2, 2, 3, 20, 20, 3, 1, 1),
+            // Enough input channels for several weight-gradient lanes.
+            (2, 9, 5, 9, 9, 3, 1, 1),
+            (3, 7, 2, 10, 10, 4, 2, 1),
         ] {
             let x = Var::rand(-1f64, 1f64, (n, cin, h, w), &dev).unwrap();
             let wt = Var::rand(-1f64, 1f64, (cout, cin, k, k), &dev).unwrap();
@@ -653,22 +1012,29 @@ mod tests {
                 .backward()
                 .unwrap();
             let sample = cin * k * k * ho * wo;
-            for budget in [usize::MAX, sample, 2 * sample + 1] {
+            let row = cin * k * k * wo;
+            let tilings = [usize::MAX, sample, 2 * sample + 1, row, 2 * row + 1];
+            for (budget, path) in tilings
+                .into_iter()
+                .map(|b| (b, Path::Gemm))
+                .chain([(usize::MAX, Path::Direct), (TILE_BUDGET, Path::Fastest)])
+            {
                 // Whatever earlier calls left in the reused buffers must not
                 // reach a result.
                 poison_scratch();
-                let ours = conv2d_chunked(
+                let ours = conv2d_with(
                     x.as_tensor(),
                     wt.as_tensor(),
                     b.as_tensor(),
                     stride,
                     padding,
                     budget,
+                    path,
                 )
                 .unwrap();
                 assert!(
                     max_diff(&ours, &theirs) < 1e-12,
-                    "forward {k}x{k} budget {budget}"
+                    "forward {k}x{k} budget {budget} {path:?}"
                 );
                 poison_scratch();
                 let ga = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
@@ -676,7 +1042,7 @@ mod tests {
                     let (a, e) = (ga.get(v).unwrap(), gb.get(v).unwrap());
                     assert!(
                         max_diff(a, e) < 1e-12,
-                        "gradient of {:?} for {k}x{k} budget {budget}",
+                        "gradient of {:?} for {k}x{k} budget {budget} {path:?}",
                         v.dims()
                     );
                 }
@@ -716,5 +1082,121 @@ mod tests {
             1,
         );
         assert!(bad.is_err());
+    }
+
+    /// The f32 kernels of [`super::shifted`] against candle's conv and its
+    /// gradients in f64: square and odd sizes, 3×3 and 4×4 at stride 1, 4×4
+    /// at stride 2,
+    /// rows of 8 to 33 pixels, grids of one and of several register blocks.
+    /// On a CPU without AVX-512 the kernel never runs, and the test says so.
+    #[test]
+    fn shifted_kernel_matches_candle_in_f32() {
+        let dev = Device::Cpu;
+        let mut ran = 0;
+        for (n, cin, cout, h, w, k, stride, padding) in [
+            (2, 4, 8, 8, 8, 3, 1, 1),
+            (3, 8, 4, 9, 11, 3, 1, 1),
+            (2, 4, 4, 16, 33, 3, 1, 1),
+            (2, 8, 4, 10, 10, 4, 1, 1),
+            (1, 4, 8, 12, 9, 3, 1, 0),
+            // Stride 2 through the space-to-depth view.
+            (2, 3, 4, 16, 16, 4, 2, 1),
+            (2, 4, 8, 18, 22, 4, 2, 1),
+            // Channels that are not whole register blocks, as the decoders'
+            // last layers (2 and 1 outputs).
+            (2, 6, 2, 8, 9, 3, 1, 1),
+            (2, 5, 1, 12, 12, 3, 1, 1),
+            (2, 3, 7, 16, 16, 4, 2, 1),
+            // Grids of over LANE_TERMS·16 pixels: one weight-gradient sum
+            // per sample.
+            (3, 4, 4, 48, 48, 3, 1, 1),
+        ] {
+            let x = Var::rand(-1f64, 1f64, (n, cin, h, w), &dev).unwrap();
+            let wt = Var::rand(-1f64, 1f64, (cout, cin, k, k), &dev).unwrap();
+            let b = Var::rand(-1f64, 1f64, cout, &dev).unwrap();
+            let (ho, wo) = (
+                (h + 2 * padding - k) / stride + 1,
+                (w + 2 * padding - k) / stride + 1,
+            );
+            let up = Tensor::rand(-1f64, 1f64, (n, cout, ho, wo), &dev).unwrap();
+            let theirs = x
+                .conv2d(wt.as_tensor(), padding, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
+                .unwrap();
+            let expected = (&theirs * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let f32_var = |v: &Var| Var::from_tensor(&v.to_dtype(DType::F32).unwrap()).unwrap();
+            let (x32, w32, b32) = (f32_var(&x), f32_var(&wt), f32_var(&b));
+            let g = super::Geometry {
+                n,
+                c: cin,
+                h,
+                w,
+                c_out: cout,
+                k,
+                stride,
+                padding,
+                budget: TILE_BUDGET,
+                direct: false,
+                shifted: false,
+            };
+            if !super::shifted::applies(&g) {
+                eprintln!("note: the AVX-512 conv kernel does not run on this CPU; not tested");
+                return;
+            }
+            ran += 1;
+            poison_scratch();
+            let ours = conv2d(
+                x32.as_tensor(),
+                w32.as_tensor(),
+                b32.as_tensor(),
+                stride,
+                padding,
+            )
+            .unwrap();
+            let got = (ours.to_dtype(DType::F64).unwrap() * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            // f32 sums of C·k·k products of magnitude below 1.
+            let tol = 4.0 * f32::EPSILON as f64 * (cin * k * k) as f64;
+            let fwd = max_diff(&ours.to_dtype(DType::F64).unwrap(), &theirs);
+            assert!(fwd < tol, "forward {n}x{cin}->{cout} {h}x{w} k{k}: {fwd}");
+            let dx = max_diff(
+                &got.get(&x32).unwrap().to_dtype(DType::F64).unwrap(),
+                expected.get(&x).unwrap(),
+            );
+            let tol_dx = 4.0 * f32::EPSILON as f64 * (cout * k * k) as f64;
+            assert!(
+                dx < tol_dx,
+                "input gradient {n}x{cin}->{cout} {h}x{w} k{k}: {dx}"
+            );
+            // Each weight sums N·H_out·W_out products of magnitude below 1.
+            let dw = max_diff(
+                &got.get(&w32).unwrap().to_dtype(DType::F64).unwrap(),
+                expected.get(&wt).unwrap(),
+            );
+            let tol_dw = 4.0 * f32::EPSILON as f64 * (n * ho * wo) as f64;
+            assert!(
+                dw < tol_dw,
+                "weight gradient {n}x{cin}->{cout} {h}x{w} k{k}: {dw}"
+            );
+            let db = max_diff(
+                &got.get(&b32).unwrap().to_dtype(DType::F64).unwrap(),
+                expected.get(&b).unwrap(),
+            );
+            assert!(
+                db < tol_dw,
+                "bias gradient {n}x{cin}->{cout} {h}x{w} k{k}: {db}"
+            );
+        }
+        assert_eq!(ran, 11);
     }
 }

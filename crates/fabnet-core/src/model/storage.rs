@@ -57,10 +57,16 @@ pub(crate) fn give_scratch<T: WithDType>(buf: Vec<T>) {
     SCRATCH.with(|pool| pool.borrow_mut().push(Box::new(buf)));
 }
 
-/// Fills every pooled scratch buffer of this thread with NaN, so that a test
-/// reading an element its op did not write sees it.
+/// Fills every pooled scratch buffer of this thread and of rayon's workers
+/// with NaN, so that a test reading an element its op did not write sees it.
 #[cfg(test)]
 pub(crate) fn poison_scratch() {
+    rayon::broadcast(|_| poison_this_thread());
+    poison_this_thread();
+}
+
+#[cfg(test)]
+fn poison_this_thread() {
     SCRATCH.with(|pool| {
         for b in pool.borrow_mut().iter_mut() {
             if let Some(v) = b.downcast_mut::<Vec<f64>>() {

@@ -1,0 +1,532 @@
+//! Stride-1 convolution in f32 as shifted vector FMAs, without a column
+//! matrix (AVX-512 only; other CPUs take the GEMM path).
+//!
+//! Each input plane is copied once into a zero-padded plane of width
+//! `Wp = W + 2·padding`. On that grid an output pixel `q = oy·Wp + ox` reads
+//! tap `(ky, kx)` at `q + ky·Wp + kx`, so for every input channel and tap a
+//! run of consecutive output pixels reads a run of consecutive inputs: one
+//! unaligned vector load feeds the FMAs of several output channels. The
+//! `k − 1` columns of the grid past `W_out` are computed and dropped (6 % of
+//! the work at 32 pixels wide, which is why narrow layers keep the GEMM).
+//! The input gradient of a stride-1 conv is the same kernel run on the
+//! upstream gradient with the weights flipped and transposed. The weight
+//! gradient pairs the upstream gradient, laid on the same grid with zeros in
+//! the dropped columns, with the shifted padded input: one vector FMA per
+//! 16 pixels for each (output channel, input channel) pair of a block.
+
+use super::Geometry;
+use crate::model::storage::{give_scratch, take_scratch};
+use rayon::prelude::*;
+
+/// Output channels per register block.
+const MR: usize = 4;
+/// 16-float vectors per register block: MR × NV accumulators.
+const NV: usize = 6;
+/// Output pixels (on the padded grid) per register block.
+const BLOCK: usize = 16 * NV;
+/// Narrowest output row the kernel takes: at width w it computes (w + k − 1)/w
+/// times the useful work.
+const MIN_WIDTH: usize = 8;
+
+/// Whether `g` runs here: f32 (checked by the caller), wide enough rows, a
+/// CPU with AVX-512, and stride 1, or stride 2 with an even kernel and even
+/// padded sizes (see [`Plan::of`]). Channel counts that are not whole
+/// register blocks are padded with zero weights: a layer with 2 output
+/// channels does twice its work, and still runs several times faster than
+/// any other path here.
+pub(super) fn applies(g: &Geometry) -> bool {
+    let stride_fits = match g.stride {
+        1 => g.padding < g.k,
+        2 => {
+            g.k.is_multiple_of(2)
+                && (g.h + 2 * g.padding).is_multiple_of(2)
+                && (g.w + 2 * g.padding).is_multiple_of(2)
+        }
+        _ => false,
+    };
+    stride_fits && g.out_w() >= MIN_WIDTH && avx512()
+}
+
+/// `c` rounded up to whole register blocks.
+fn blocks_of(c: usize) -> usize {
+    c.div_ceil(MR)
+}
+
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One stride-1 convolution problem on padded planes.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    k: usize,
+    padding: usize,
+}
+
+impl Plan {
+    /// The stride-1 problem `g` is: itself, or for stride 2 the conv with a
+    /// k/2 kernel and no padding over the space-to-depth view of the padded
+    /// input, `(4C, (H + 2p)/2, (W + 2p)/2)`, whose channel `4c + 2dy + dx`
+    /// holds the pixels `(2i + dy, 2j + dx)` of channel `c`: tap
+    /// `(2a + dy, 2b + dx)` of the original reads channel `4c + 2dy + dx`
+    /// at tap `(a, b)`.
+    fn of(g: &Geometry) -> Plan {
+        if g.stride == 1 {
+            Plan {
+                c_in: g.c,
+                h: g.h,
+                w: g.w,
+                c_out: g.c_out,
+                k: g.k,
+                padding: g.padding,
+            }
+        } else {
+            Plan {
+                c_in: 4 * g.c,
+                h: (g.h + 2 * g.padding) / 2,
+                w: (g.w + 2 * g.padding) / 2,
+                c_out: g.c_out,
+                k: g.k / 2,
+                padding: 0,
+            }
+        }
+    }
+
+    /// The weight of output channel `o`, input channel `c`, tap `t` of
+    /// this plan, from `g`'s weight `(C_out, C, k, k)`.
+    fn weight(g: &Geometry, weight: &[f32], o: usize, c: usize, t: usize) -> f32 {
+        let kk = g.k * g.k;
+        if g.stride == 1 {
+            weight[(o * g.c + c) * kk + t]
+        } else {
+            let k2 = g.k / 2;
+            let (a, b) = (t / k2, t % k2);
+            let (ci, dy, dx) = (c / 4, (c / 2) % 2, c % 2);
+            weight[(o * g.c + ci) * kk + (2 * a + dy) * g.k + 2 * b + dx]
+        }
+    }
+
+    fn wp(&self) -> usize {
+        self.w + 2 * self.padding
+    }
+    fn ho(&self) -> usize {
+        self.h + 2 * self.padding + 1 - self.k
+    }
+    fn wo(&self) -> usize {
+        self.wp() + 1 - self.k
+    }
+    /// Output pixels on the padded grid, rounded up to whole blocks.
+    fn grid(&self) -> usize {
+        (self.ho() * self.wp()).div_ceil(BLOCK) * BLOCK
+    }
+    /// Elements of one padded plane: the padded image, and room for the
+    /// last block's loads past it.
+    fn plane(&self) -> usize {
+        let hp = self.h + 2 * self.padding;
+        (hp * self.wp()).max(self.grid() + (self.k - 1) * (self.wp() + 1))
+    }
+}
+
+/// `out` `(N, C_out, H_out, W_out)` = conv of `input` `(N, C_in, H, W)`
+/// with `packed` weights (see [`pack`]) plus `bias`, if any.
+fn run(input: &[f32], packed: &[f32], bias: Option<&[f32]>, p: Plan, out: &mut [f32]) {
+    let (ho, wo, wp) = (p.ho(), p.wo(), p.wp());
+    let plane = p.plane();
+    let offs: Vec<usize> = (0..p.k * p.k).map(|t| (t / p.k) * wp + t % p.k).collect();
+    out.par_chunks_mut(p.c_out * ho * wo)
+        .enumerate()
+        .for_each(|(b, out)| {
+            let mut xp = take_scratch::<f32>(p.c_in * plane);
+            let image = &input[b * p.c_in * p.h * p.w..][..p.c_in * p.h * p.w];
+            pad_into(image, p, &mut xp[..p.c_in * plane]);
+            let mut acc = [0f32; MR * BLOCK];
+            for q0 in (0..ho * wp).step_by(BLOCK) {
+                for ob in 0..blocks_of(p.c_out) {
+                    let w = &packed[ob * p.c_in * offs.len() * MR..][..p.c_in * offs.len() * MR];
+                    // SAFETY: avx512f was detected by `applies`; xp holds
+                    // c_in planes of `plane` elements, and every load of the
+                    // block, at most q0 + BLOCK − 1 + (k − 1)·(Wp + 1), stays
+                    // inside its plane by `Plan::plane`.
+                    unsafe { block(&xp[..p.c_in * plane], plane, p.c_in, &offs, w, q0, &mut acc) };
+                    for o in 0..MR.min(p.c_out - ob * MR) {
+                        let oc = ob * MR + o;
+                        let add = bias.map_or(0.0, |b| b[oc]);
+                        let dst = &mut out[oc * ho * wo..][..ho * wo];
+                        let row = &acc[o * BLOCK..][..BLOCK];
+                        // Copy the block's pixels that are real outputs.
+                        let q1 = (q0 + BLOCK).min(ho * wp);
+                        let mut q = q0;
+                        while q < q1 {
+                            let (oy, ox) = (q / wp, q % wp);
+                            let end = (q1 - q).min(wp - ox);
+                            if ox < wo {
+                                let len = end.min(wo - ox);
+                                for (d, v) in
+                                    dst[oy * wo + ox..][..len].iter_mut().zip(&row[q - q0..])
+                                {
+                                    *d = *v + add;
+                                }
+                            }
+                            q += end;
+                        }
+                    }
+                }
+            }
+            give_scratch(xp);
+        });
+}
+
+/// Copies `x` `(C_in, H, W)` into zero-padded planes.
+fn pad_into(x: &[f32], p: Plan, xp: &mut [f32]) {
+    let (wp, plane) = (p.wp(), p.plane());
+    xp.fill(0.0);
+    for (src, dst) in x.chunks_exact(p.h * p.w).zip(xp.chunks_exact_mut(plane)) {
+        for (y, row) in src.chunks_exact(p.w).enumerate() {
+            dst[(y + p.padding) * wp + p.padding..][..p.w].copy_from_slice(row);
+        }
+    }
+}
+
+/// Accumulates, for MR output channels and BLOCK grid pixels from `q0`,
+/// `Σ_c Σ_t w[c][t][o] · xp[c·plane + q + offs[t]]` into `acc` `(MR, BLOCK)`.
+///
+/// # Safety
+/// The CPU must have AVX-512F, `w` must hold `c_in · offs.len() · MR`
+/// weights, and every `c·plane + q0 + offs[t] + BLOCK − 1` must be inside `xp`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn block(
+    xp: &[f32],
+    plane: usize,
+    c_in: usize,
+    offs: &[usize],
+    w: &[f32],
+    q0: usize,
+    acc: &mut [f32; MR * BLOCK],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(w.len() >= c_in * offs.len() * MR);
+    debug_assert!(offs
+        .iter()
+        .all(|o| (c_in - 1) * plane + q0 + o + BLOCK <= xp.len()));
+    let mut sums = [[_mm512_setzero_ps(); NV]; MR];
+    let mut wt = w.as_ptr();
+    for c in 0..c_in {
+        // SAFETY (all pointer arithmetic below): in bounds by the contract.
+        let base = unsafe { xp.as_ptr().add(c * plane + q0) };
+        for &off in offs {
+            let src = unsafe { base.add(off) };
+            let mut xv = [_mm512_setzero_ps(); NV];
+            for (j, v) in xv.iter_mut().enumerate() {
+                *v = unsafe { _mm512_loadu_ps(src.add(16 * j)) };
+            }
+            for (o, row) in sums.iter_mut().enumerate() {
+                let wv = _mm512_set1_ps(unsafe { *wt.add(o) });
+                for (s, v) in row.iter_mut().zip(&xv) {
+                    *s = _mm512_fmadd_ps(wv, *v, *s);
+                }
+            }
+            wt = unsafe { wt.add(MR) };
+        }
+    }
+    for (o, row) in sums.iter().enumerate() {
+        for (j, s) in row.iter().enumerate() {
+            unsafe { _mm512_storeu_ps(acc.as_mut_ptr().add(o * BLOCK + 16 * j), *s) };
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn block(
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: &[usize],
+    _: &[f32],
+    _: usize,
+    _: &mut [f32; MR * BLOCK],
+) {
+    unreachable!("`applies` is false off x86_64")
+}
+
+/// Packs `weight(o, c, t)` into register blocks `[o / MR][c][t][o % MR]`,
+/// zeros past the last output channel.
+fn pack(
+    c_out: usize,
+    c_in: usize,
+    taps: usize,
+    weight: impl Fn(usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    let mut packed = vec![0f32; blocks_of(c_out) * MR * c_in * taps];
+    for (i, v) in packed.iter_mut().enumerate() {
+        let (ob, rest) = (i / (c_in * taps * MR), i % (c_in * taps * MR));
+        let (c, t, o) = (rest / (taps * MR), (rest / MR) % taps, rest % MR);
+        if ob * MR + o < c_out {
+            *v = weight(ob * MR + o, c, t);
+        }
+    }
+    packed
+}
+
+/// The space-to-depth view `(N, 4C, (H + 2p)/2, (W + 2p)/2)` of `x`
+/// padded by `p` (see [`Plan::of`]).
+fn space_to_depth(x: &[f32], g: &Geometry) -> Vec<f32> {
+    let (hp, wp) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
+    let (h2, w2) = (hp / 2, wp / 2);
+    let mut out = vec![0f32; g.n * 4 * g.c * h2 * w2];
+    out.par_chunks_mut(4 * h2 * w2)
+        .enumerate()
+        .for_each(|(i, planes)| {
+            let src = &x[i * g.h * g.w..][..g.h * g.w];
+            for (y, row) in src.chunks_exact(g.w).enumerate() {
+                let (yp, xp0) = (y + g.padding, g.padding);
+                for (xi, v) in row.iter().enumerate() {
+                    let xp = xi + xp0;
+                    planes[((yp % 2) * 2 + xp % 2) * h2 * w2 + (yp / 2) * w2 + xp / 2] = *v;
+                }
+            }
+        });
+    out
+}
+
+/// The adjoint of [`space_to_depth`]: the gradient of `x` from that of its
+/// view, dropping the padding.
+fn depth_to_space(view: &[f32], g: &Geometry, dx: &mut [f32]) {
+    let (hp, wp) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
+    let (h2, w2) = (hp / 2, wp / 2);
+    dx.par_chunks_mut(g.h * g.w)
+        .enumerate()
+        .for_each(|(i, plane)| {
+            let planes = &view[i * 4 * h2 * w2..][..4 * h2 * w2];
+            for (y, row) in plane.chunks_exact_mut(g.w).enumerate() {
+                let yp = y + g.padding;
+                for (xi, v) in row.iter_mut().enumerate() {
+                    let xp = xi + g.padding;
+                    *v = planes[((yp % 2) * 2 + xp % 2) * h2 * w2 + (yp / 2) * w2 + xp / 2];
+                }
+            }
+        });
+}
+
+/// The forward of `g` (see [`applies`]) into `out`.
+pub(super) fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
+    let plan = Plan::of(&g);
+    let packed = pack(plan.c_out, plan.c_in, plan.k * plan.k, |o, c, t| {
+        Plan::weight(&g, weight, o, c, t)
+    });
+    debug_assert_eq!((plan.ho(), plan.wo()), (g.out_h(), g.out_w()));
+    if g.stride == 1 {
+        run(x, &packed, Some(bias), plan, out);
+    } else {
+        run(&space_to_depth(x, &g), &packed, Some(bias), plan, out);
+    }
+}
+
+/// The input gradient of `g` (see [`applies`]) into `dx`: the conv of `dy`
+/// padded by `k − 1 − padding` with the flipped, transposed weights (of the
+/// space-to-depth view for stride 2).
+pub(super) fn input_grad(dy: &[f32], weight: &[f32], g: Geometry, dx: &mut [f32]) {
+    let plan = Plan::of(&g);
+    let kk = plan.k * plan.k;
+    let packed = pack(plan.c_in, plan.c_out, kk, |c, o, t| {
+        Plan::weight(&g, weight, o, c, kk - 1 - t)
+    });
+    let transposed = Plan {
+        c_in: plan.c_out,
+        h: plan.ho(),
+        w: plan.wo(),
+        c_out: plan.c_in,
+        k: plan.k,
+        padding: plan.k - 1 - plan.padding,
+    };
+    debug_assert_eq!((transposed.ho(), transposed.wo()), (plan.h, plan.w));
+    if g.stride == 1 {
+        run(dy, &packed, None, transposed, dx);
+    } else {
+        let mut view = vec![0f32; g.n * plan.c_in * plan.h * plan.w];
+        run(dy, &packed, None, transposed, &mut view);
+        depth_to_space(&view, &g, dx);
+    }
+}
+
+/// Copies `dy` `(C_out, H_out, W_out)` onto the padded grid `(C_out, grid)`,
+/// zeros in the dropped columns and past the last row.
+fn grid_into(dy: &[f32], p: Plan, dst: &mut [f32]) {
+    let (ho, wo, wp, grid) = (p.ho(), p.wo(), p.wp(), p.grid());
+    dst.fill(0.0);
+    for (src, d) in dy.chunks_exact(ho * wo).zip(dst.chunks_exact_mut(grid)) {
+        for (oy, row) in src.chunks_exact(wo).enumerate() {
+            d[oy * wp..][..wo].copy_from_slice(row);
+        }
+    }
+}
+
+/// Most products one f32 lane of [`weight_block`] sums before its result
+/// is added in f64 (the GEMM path sums 512 pixels per f32 block; a lane
+/// holds every 16th pixel).
+const LANE_TERMS: usize = 256;
+
+/// `acc[o][c] = Σ_s Σ_q dy[s·dy_stride + o·grid + q] · xp[s·x_stride +
+/// c·plane + off + q]` over `samples` samples' grids, for MR output and MR
+/// input channels, each summed in 16 f32 lanes.
+///
+/// # Safety
+/// The CPU must have AVX-512F; for every sample `s`, `dy` must hold MR rows
+/// of `grid` (a multiple of 16) from `s·dy_stride`, and `xp` MR planes of
+/// `plane ≥ off + grid` elements from `s·x_stride`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_block(
+    (dy, dy_stride, grid): (&[f32], usize, usize),
+    (xp, x_stride, plane): (&[f32], usize, usize),
+    off: usize,
+    samples: usize,
+    acc: &mut [f32; MR * MR],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(grid.is_multiple_of(16));
+    debug_assert!(dy.len() >= (samples - 1) * dy_stride + MR * grid);
+    debug_assert!(xp.len() >= (samples - 1) * x_stride + (MR - 1) * plane + off + grid);
+    let mut sums = [[_mm512_setzero_ps(); MR]; MR];
+    for s in 0..samples {
+        // SAFETY (all pointer arithmetic below): in bounds by the contract.
+        let (dyb, xb) = unsafe {
+            (
+                dy.as_ptr().add(s * dy_stride),
+                xp.as_ptr().add(s * x_stride + off),
+            )
+        };
+        for v in (0..grid).step_by(16) {
+            let mut dv = [_mm512_setzero_ps(); MR];
+            let mut xv = [_mm512_setzero_ps(); MR];
+            for i in 0..MR {
+                dv[i] = unsafe { _mm512_loadu_ps(dyb.add(i * grid + v)) };
+                xv[i] = unsafe { _mm512_loadu_ps(xb.add(i * plane + v)) };
+            }
+            for (row, d) in sums.iter_mut().zip(&dv) {
+                for (s, x) in row.iter_mut().zip(&xv) {
+                    *s = _mm512_fmadd_ps(*d, *x, *s);
+                }
+            }
+        }
+    }
+    for (o, row) in sums.iter().enumerate() {
+        for (c, s) in row.iter().enumerate() {
+            acc[o * MR + c] = _mm512_reduce_add_ps(*s);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn weight_block(
+    _: (&[f32], usize, usize),
+    _: (&[f32], usize, usize),
+    _: usize,
+    _: usize,
+    _: &mut [f32; MR * MR],
+) {
+    unreachable!("`applies` is false off x86_64")
+}
+
+/// The weight gradient of `g` (see [`applies`]) into `dw` `(C_out, C, k, k)`:
+/// per group of samples and tap an f32 sum over their grids (at most
+/// [`LANE_TERMS`] products per lane), added in f64.
+pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: Geometry, dw: &mut [f32]) {
+    let p = Plan::of(&g);
+    let view;
+    let x = if g.stride == 1 {
+        x
+    } else {
+        view = space_to_depth(x, &g);
+        &view[..]
+    };
+    let (ho, wo, wp, grid, plane) = (p.ho(), p.wo(), p.wp(), p.grid(), p.plane());
+    let (n, c_in, kk) = (g.n, p.c_in, p.k * p.k);
+    // Whole register blocks of channels; pad_into and grid_into zero the
+    // extra planes and rows.
+    let (c_in_pad, c_out_pad) = (blocks_of(c_in) * MR, blocks_of(g.c_out) * MR);
+    let offs: Vec<usize> = (0..kk).map(|t| (t / p.k) * wp + t % p.k).collect();
+    let mut xp = take_scratch::<f32>(n * c_in_pad * plane);
+    let mut dyg = take_scratch::<f32>(n * c_out_pad * grid);
+    xp[..n * c_in_pad * plane]
+        .par_chunks_mut(c_in_pad * plane)
+        .zip(x.par_chunks(c_in * p.h * p.w))
+        .for_each(|(d, s)| pad_into(s, p, d));
+    dyg[..n * c_out_pad * grid]
+        .par_chunks_mut(c_out_pad * grid)
+        .zip(dy.par_chunks(g.c_out * ho * wo))
+        .for_each(|(d, s)| grid_into(s, p, d));
+    let (xp_ref, dyg_ref) = (&xp[..], &dyg[..]);
+    let blocks: Vec<(usize, usize)> = (0..blocks_of(g.c_out))
+        .flat_map(|ob| (0..blocks_of(c_in)).map(move |cb| (ob, cb)))
+        .collect();
+    // Per block, [o][c][t] in f64.
+    let sums: Vec<Vec<f64>> = blocks
+        .par_iter()
+        .map(|&(ob, cb)| {
+            let mut sum = vec![0f64; MR * MR * kk];
+            let mut acc = [0f32; MR * MR];
+            // Samples per f32 sum: at most LANE_TERMS products per lane.
+            let group = (LANE_TERMS * 16 / grid).max(1);
+            let (dy_stride, x_stride) = (c_out_pad * grid, c_in_pad * plane);
+            for b0 in (0..n).step_by(group) {
+                let samples = group.min(n - b0);
+                let dy_rows = &dyg_ref[b0 * dy_stride + ob * MR * grid..];
+                let x_planes = &xp_ref[b0 * x_stride + cb * MR * plane..];
+                for (t, &off) in offs.iter().enumerate() {
+                    // SAFETY: avx512f was detected by `applies`; the grid is
+                    // whole vectors, `Plan::plane` ≥ off + grid, and the
+                    // samples' rows and planes lie inside the buffers.
+                    unsafe {
+                        weight_block(
+                            (dy_rows, dy_stride, grid),
+                            (x_planes, x_stride, plane),
+                            off,
+                            samples,
+                            &mut acc,
+                        )
+                    };
+                    for (i, a) in acc.iter().enumerate() {
+                        sum[i * kk + t] += f64::from(*a);
+                    }
+                }
+            }
+            sum
+        })
+        .collect();
+    // dW of the plan's (o, c, t), mapped back to g's weight as in
+    // `Plan::weight`.
+    let k = g.k;
+    for (&(ob, cb), sum) in blocks.iter().zip(&sums) {
+        for (i, taps) in sum.chunks_exact(kk).enumerate() {
+            let (o, c) = (ob * MR + i / MR, cb * MR + i % MR);
+            if o >= g.c_out || c >= c_in {
+                continue;
+            }
+            for (t, s) in taps.iter().enumerate() {
+                let at = if g.stride == 1 {
+                    (o * g.c + c) * kk + t
+                } else {
+                    let (a, b) = (t / p.k, t % p.k);
+                    let (ci, dy, dx) = (c / 4, (c / 2) % 2, c % 2);
+                    (o * g.c + ci) * k * k + (2 * a + dy) * k + 2 * b + dx
+                };
+                dw[at] = *s as f32;
+            }
+        }
+    }
+    give_scratch(xp);
+    give_scratch(dyg);
+}
