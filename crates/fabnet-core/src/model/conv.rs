@@ -1102,6 +1102,8 @@ mod tests {
             // Stride 2 through the space-to-depth view.
             (2, 3, 4, 16, 16, 4, 2, 1),
             (2, 4, 8, 18, 22, 4, 2, 1),
+            (1, 4, 4, 16, 16, 4, 2, 2),
+            (1, 4, 4, 18, 18, 4, 2, 0),
             // Channels that are not whole register blocks, as the decoders'
             // last layers (2 and 1 outputs).
             (2, 6, 2, 8, 9, 3, 1, 1),
@@ -1197,6 +1199,6 @@ mod tests {
                 "bias gradient {n}x{cin}->{cout} {h}x{w} k{k}: {db}"
             );
         }
-        assert_eq!(ran, 11);
+        assert_eq!(ran, 13);
     }
 }

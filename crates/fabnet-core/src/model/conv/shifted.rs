@@ -14,8 +14,8 @@
 //! the dropped columns, with the shifted padded input: one vector FMA per
 //! 16 pixels for each (output channel, input channel) pair of a block.
 
-use super::Geometry;
-use crate::model::storage::{give_scratch, take_scratch};
+use super::{gather_strided, Geometry};
+use crate::model::storage::{give_scratch, min_items, take_scratch};
 use rayon::prelude::*;
 
 /// Output channels per register block.
@@ -44,7 +44,7 @@ pub(super) fn applies(g: &Geometry) -> bool {
         }
         _ => false,
     };
-    stride_fits && g.out_w() >= MIN_WIDTH && avx512()
+    stride_fits && Plan::of(g).k * Plan::of(g).k <= MAX_TAPS && g.out_w() >= MIN_WIDTH && avx512()
 }
 
 /// `c` rounded up to whole register blocks.
@@ -282,38 +282,50 @@ fn pack(
 /// The space-to-depth view `(N, 4C, (H + 2p)/2, (W + 2p)/2)` of `x`
 /// padded by `p` (see [`Plan::of`]).
 fn space_to_depth(x: &[f32], g: &Geometry) -> Vec<f32> {
-    let (hp, wp) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
-    let (h2, w2) = (hp / 2, wp / 2);
+    let (h2, w2) = ((g.h + 2 * g.padding) / 2, (g.w + 2 * g.padding) / 2);
     let mut out = vec![0f32; g.n * 4 * g.c * h2 * w2];
     out.par_chunks_mut(4 * h2 * w2)
-        .enumerate()
-        .for_each(|(i, planes)| {
-            let src = &x[i * g.h * g.w..][..g.h * g.w];
+        .zip(x.par_chunks(g.h * g.w))
+        .with_min_len(min_items(g.h * g.w))
+        .for_each(|(planes, src)| {
             for (y, row) in src.chunks_exact(g.w).enumerate() {
-                let (yp, xp0) = (y + g.padding, g.padding);
-                for (xi, v) in row.iter().enumerate() {
-                    let xp = xi + xp0;
-                    planes[((yp % 2) * 2 + xp % 2) * h2 * w2 + (yp / 2) * w2 + xp / 2] = *v;
+                let yp = y + g.padding;
+                for (px, (col, first)) in parity_columns(g).into_iter().enumerate() {
+                    let start = ((yp % 2) * 2 + px) * h2 * w2 + (yp / 2) * w2;
+                    let dst = &mut planes[start + col..start + w2];
+                    gather_strided(dst, &row[first.min(row.len())..], 2);
                 }
             }
         });
     out
 }
 
+/// For the even and the odd columns of the padded grid: the first view
+/// column holding an input pixel, and that pixel's input column.
+fn parity_columns(g: &Geometry) -> [(usize, usize); 2] {
+    // Padded column xp = 2·col + parity holds input column xp − padding.
+    [0, 1].map(|parity| {
+        let col = (g.padding + 1 - parity) / 2;
+        (col, 2 * col + parity - g.padding)
+    })
+}
+
 /// The adjoint of [`space_to_depth`]: the gradient of `x` from that of its
 /// view, dropping the padding.
 fn depth_to_space(view: &[f32], g: &Geometry, dx: &mut [f32]) {
-    let (hp, wp) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
-    let (h2, w2) = (hp / 2, wp / 2);
+    let (h2, w2) = ((g.h + 2 * g.padding) / 2, (g.w + 2 * g.padding) / 2);
     dx.par_chunks_mut(g.h * g.w)
-        .enumerate()
-        .for_each(|(i, plane)| {
-            let planes = &view[i * 4 * h2 * w2..][..4 * h2 * w2];
+        .zip(view.par_chunks(4 * h2 * w2))
+        .with_min_len(min_items(g.h * g.w))
+        .for_each(|(plane, planes)| {
             for (y, row) in plane.chunks_exact_mut(g.w).enumerate() {
                 let yp = y + g.padding;
-                for (xi, v) in row.iter_mut().enumerate() {
-                    let xp = xi + g.padding;
-                    *v = planes[((yp % 2) * 2 + xp % 2) * h2 * w2 + (yp / 2) * w2 + xp / 2];
+                for (px, (col, first)) in parity_columns(g).into_iter().enumerate() {
+                    if first >= row.len() {
+                        continue;
+                    }
+                    let src = &planes[((yp % 2) * 2 + px) * h2 * w2 + (yp / 2) * w2..][..w2];
+                    scatter_strided(&mut row[first..], &src[col..], 2);
                 }
             }
         });
@@ -377,54 +389,72 @@ fn grid_into(dy: &[f32], p: Plan, dst: &mut [f32]) {
 /// holds every 16th pixel).
 const LANE_TERMS: usize = 256;
 
-/// `acc[o][c] = Σ_s Σ_q dy[s·dy_stride + o·grid + q] · xp[s·x_stride +
-/// c·plane + off + q]` over `samples` samples' grids, for MR output and MR
-/// input channels, each summed in 16 f32 lanes.
+/// Most taps of a plan's kernel (2×2, 3×3 or 4×4 in the model).
+const MAX_TAPS: usize = 16;
+
+/// Grid pixels per pass of [`weight_block`] over all taps: with MR
+/// gradient rows and MR input planes, the pass reads about 10 KiB, which
+/// stays in L1 while every tap uses it.
+const CHUNK: usize = 256;
+
+/// `acc[t][o][c] = Σ_s Σ_q dy[s·dy_stride + o·grid + q] · xp[s·x_stride +
+/// c·plane + offs[t] + q]` over `samples` samples' grids, for MR output and
+/// MR input channels, each summed in 16 f32 lanes.
 ///
 /// # Safety
-/// The CPU must have AVX-512F; for every sample `s`, `dy` must hold MR rows
-/// of `grid` (a multiple of 16) from `s·dy_stride`, and `xp` MR planes of
-/// `plane ≥ off + grid` elements from `s·x_stride`.
+/// The CPU must have AVX-512F; `offs.len() ≤ MAX_TAPS`; for every sample
+/// `s`, `dy` must hold MR rows of `grid` (a multiple of 16) from
+/// `s·dy_stride`, and `xp` MR planes of `plane ≥ max(offs) + grid` elements
+/// from `s·x_stride`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn weight_block(
     (dy, dy_stride, grid): (&[f32], usize, usize),
     (xp, x_stride, plane): (&[f32], usize, usize),
-    off: usize,
+    offs: &[usize],
     samples: usize,
-    acc: &mut [f32; MR * MR],
+    acc: &mut [f32; MAX_TAPS * MR * MR],
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(grid.is_multiple_of(16));
+    let max_off = offs.iter().copied().max().unwrap_or(0);
+    debug_assert!(grid.is_multiple_of(16) && offs.len() <= MAX_TAPS);
     debug_assert!(dy.len() >= (samples - 1) * dy_stride + MR * grid);
-    debug_assert!(xp.len() >= (samples - 1) * x_stride + (MR - 1) * plane + off + grid);
-    let mut sums = [[_mm512_setzero_ps(); MR]; MR];
+    debug_assert!(xp.len() >= (samples - 1) * x_stride + (MR - 1) * plane + max_off + grid);
+    let mut sums = [[[_mm512_setzero_ps(); MR]; MR]; MAX_TAPS];
     for s in 0..samples {
         // SAFETY (all pointer arithmetic below): in bounds by the contract.
         let (dyb, xb) = unsafe {
             (
                 dy.as_ptr().add(s * dy_stride),
-                xp.as_ptr().add(s * x_stride + off),
+                xp.as_ptr().add(s * x_stride),
             )
         };
-        for v in (0..grid).step_by(16) {
-            let mut dv = [_mm512_setzero_ps(); MR];
-            let mut xv = [_mm512_setzero_ps(); MR];
-            for i in 0..MR {
-                dv[i] = unsafe { _mm512_loadu_ps(dyb.add(i * grid + v)) };
-                xv[i] = unsafe { _mm512_loadu_ps(xb.add(i * plane + v)) };
-            }
-            for (row, d) in sums.iter_mut().zip(&dv) {
-                for (s, x) in row.iter_mut().zip(&xv) {
-                    *s = _mm512_fmadd_ps(*d, *x, *s);
+        for v0 in (0..grid).step_by(CHUNK) {
+            let v1 = (v0 + CHUNK).min(grid);
+            for (&off, tap) in offs.iter().zip(sums.iter_mut()) {
+                let mut regs = *tap;
+                for v in (v0..v1).step_by(16) {
+                    let mut dv = [_mm512_setzero_ps(); MR];
+                    let mut xv = [_mm512_setzero_ps(); MR];
+                    for i in 0..MR {
+                        dv[i] = unsafe { _mm512_loadu_ps(dyb.add(i * grid + v)) };
+                        xv[i] = unsafe { _mm512_loadu_ps(xb.add(i * plane + off + v)) };
+                    }
+                    for (row, d) in regs.iter_mut().zip(&dv) {
+                        for (r, x) in row.iter_mut().zip(&xv) {
+                            *r = _mm512_fmadd_ps(*d, *x, *r);
+                        }
+                    }
                 }
+                *tap = regs;
             }
         }
     }
-    for (o, row) in sums.iter().enumerate() {
-        for (c, s) in row.iter().enumerate() {
-            acc[o * MR + c] = _mm512_reduce_add_ps(*s);
+    for (t, tap) in sums.iter().enumerate().take(offs.len()) {
+        for (o, row) in tap.iter().enumerate() {
+            for (c, r) in row.iter().enumerate() {
+                acc[(t * MR + o) * MR + c] = _mm512_reduce_add_ps(*r);
+            }
         }
     }
 }
@@ -433,9 +463,9 @@ unsafe fn weight_block(
 unsafe fn weight_block(
     _: (&[f32], usize, usize),
     _: (&[f32], usize, usize),
+    _: &[usize],
     _: usize,
-    _: usize,
-    _: &mut [f32; MR * MR],
+    _: &mut [f32; MAX_TAPS * MR * MR],
 ) {
     unreachable!("`applies` is false off x86_64")
 }
@@ -477,7 +507,7 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: Geometry, dw: &mut [f32]) {
         .par_iter()
         .map(|&(ob, cb)| {
             let mut sum = vec![0f64; MR * MR * kk];
-            let mut acc = [0f32; MR * MR];
+            let mut acc = [0f32; MAX_TAPS * MR * MR];
             // Samples per f32 sum: at most LANE_TERMS products per lane.
             let group = (LANE_TERMS * 16 / grid).max(1);
             let (dy_stride, x_stride) = (c_out_pad * grid, c_in_pad * plane);
@@ -485,20 +515,21 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: Geometry, dw: &mut [f32]) {
                 let samples = group.min(n - b0);
                 let dy_rows = &dyg_ref[b0 * dy_stride + ob * MR * grid..];
                 let x_planes = &xp_ref[b0 * x_stride + cb * MR * plane..];
-                for (t, &off) in offs.iter().enumerate() {
-                    // SAFETY: avx512f was detected by `applies`; the grid is
-                    // whole vectors, `Plan::plane` ≥ off + grid, and the
-                    // samples' rows and planes lie inside the buffers.
-                    unsafe {
-                        weight_block(
-                            (dy_rows, dy_stride, grid),
-                            (x_planes, x_stride, plane),
-                            off,
-                            samples,
-                            &mut acc,
-                        )
-                    };
-                    for (i, a) in acc.iter().enumerate() {
+                // SAFETY: avx512f was detected by `applies`, which also
+                // bounds the taps; the grid is whole vectors, `Plan::plane`
+                // ≥ every offset + grid, and the samples' rows and planes
+                // lie inside the buffers.
+                unsafe {
+                    weight_block(
+                        (dy_rows, dy_stride, grid),
+                        (x_planes, x_stride, plane),
+                        &offs,
+                        samples,
+                        &mut acc,
+                    )
+                };
+                for (t, tap) in acc.chunks_exact(MR * MR).take(kk).enumerate() {
+                    for (i, a) in tap.iter().enumerate() {
                         sum[i * kk + t] += f64::from(*a);
                     }
                 }
@@ -529,4 +560,11 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: Geometry, dw: &mut [f32]) {
     }
     give_scratch(xp);
     give_scratch(dyg);
+}
+
+/// `dst[i · stride] = src[i]` for as many elements as both hold.
+fn scatter_strided(dst: &mut [f32], src: &[f32], stride: usize) {
+    for (d, v) in dst.iter_mut().step_by(stride).zip(src) {
+        *d = *v;
+    }
 }
