@@ -50,6 +50,15 @@ const TILE_BUDGET: usize = 1 << 18;
 /// that the cores share the work evenly.
 const MIN_TASKS: usize = 8;
 
+/// Output pixels per sample up to which a layer counts as deep: its batch
+/// is one tile (if the columns fit [`DEEP_BUDGET`]) and its GEMMs are
+/// split across cores by rows, because tiles of a few samples would give
+/// GEMMs a handful of columns each.
+const DEEP_PIXELS: usize = 16;
+
+/// Most column elements of a deep layer's whole-batch tile (16 MiB of f32).
+const DEEP_BUDGET: usize = 1 << 22;
+
 /// Output channels up to which a layer runs as direct loops ([`direct`]).
 const DIRECT_MAX_OUT: usize = 4;
 
@@ -321,6 +330,14 @@ impl Geometry {
         }
     }
 
+    /// Whether the batch is one tile whose GEMMs split by rows (see
+    /// [`DEEP_PIXELS`]); tests with a small `budget` shrink the limit.
+    fn deep(&self) -> bool {
+        let p = self.out_h() * self.out_w();
+        p <= DEEP_PIXELS
+            && self.depth() * self.n * p <= DEEP_BUDGET.min(self.budget.saturating_mul(16))
+    }
+
     /// Output pixels of the widest tile.
     fn widest(tasks: &[Task], wo: usize) -> usize {
         tasks
@@ -430,6 +447,147 @@ fn gather_grad<T: WithDType>(dy: &[T], g: Geometry, (r0, r1): (usize, usize), ds
     }
 }
 
+/// Calls `f(first_row, rows_of_dst)` on blocks of the `m` rows (`len`
+/// elements each) of `dst`, in parallel. The blocks depend on `m` alone,
+/// never on the thread count.
+fn par_row_blocks<T: Send>(
+    dst: &mut [T],
+    m: usize,
+    len: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let per = m.div_ceil(8).next_multiple_of(16).min(m).max(1);
+    dst[..m * len]
+        .par_chunks_mut(per * len)
+        .enumerate()
+        .for_each(|(i, rows)| f(i * per, rows));
+}
+
+/// im2col of the whole batch into `cols` `(C·k·k, N·P)`, channels in
+/// parallel.
+fn im2col_batch<T: WithDType>(x: &[T], g: Geometry, cols: &mut [T]) {
+    let rows = (0, g.n * g.out_h());
+    let per_channel = g.k * g.k * g.n * g.out_h() * g.out_w();
+    cols[..g.c * per_channel]
+        .par_chunks_mut(per_channel)
+        .enumerate()
+        .with_min_len(min_items(per_channel))
+        .for_each(|(c, chunk)| im2col(x, g, rows, (c, c + 1), chunk));
+}
+
+/// col2im of the whole batch from `cols` `(C·k·k, N·P)` into `dx`,
+/// channels in parallel (each owns its planes of every sample).
+fn col2im_batch<T: WithDType>(cols: &[T], g: Geometry, dx: &mut [T]) {
+    let (ho, wo) = (g.out_h(), g.out_w());
+    let width = g.n * ho * wo;
+    let kk = g.k * g.k;
+    let mut planes: Vec<Vec<&mut [T]>> = (0..g.c).map(|_| Vec::with_capacity(g.n)).collect();
+    for (i, plane) in dx.chunks_exact_mut(g.h * g.w).enumerate() {
+        planes[i % g.c].push(plane);
+    }
+    planes
+        .par_iter_mut()
+        .enumerate()
+        .with_min_len(min_items(kk * width))
+        .for_each(|(c, ps)| {
+            for tap in 0..kk {
+                let (ky, kx) = (tap / g.k, tap % g.k);
+                let (ylo, yhi) = g.valid(ky, g.h, ho);
+                let (xlo, xhi) = g.valid(kx, g.w, wo);
+                if xlo >= xhi {
+                    continue;
+                }
+                let src = &cols[(c * kk + tap) * width..][..width];
+                for (plane, s) in ps.iter_mut().zip(src.chunks_exact(ho * wo)) {
+                    for oy in ylo..yhi {
+                        let y = oy * g.stride + ky - g.padding;
+                        let first = xlo * g.stride + kx - g.padding;
+                        scatter_add_strided(
+                            &mut plane[y * g.w + first..(y + 1) * g.w],
+                            &s[oy * wo + xlo..oy * wo + xhi],
+                            g.stride,
+                        );
+                    }
+                }
+            }
+        });
+}
+
+/// The forward of a deep layer (see [`Geometry::deep`]).
+fn forward_deep<T: WithDType>(x: &[T], weight: &[T], bias: &[T], g: Geometry, out: &mut [T]) {
+    let p = g.out_h() * g.out_w();
+    let width = g.n * p;
+    let mut cols = take_scratch::<T>(g.depth() * width);
+    let mut prod = take_scratch::<T>(g.c_out * width);
+    im2col_batch(x, g, &mut cols);
+    let cols_ref = &cols[..];
+    par_row_blocks(&mut prod, g.c_out, width, |o0, rows| {
+        // SAFETY: weight rows o0.. are (rows, depth); cols (depth, width);
+        // rows (rows, width).
+        unsafe {
+            matmul(
+                rows,
+                width,
+                false,
+                &weight[o0 * g.depth()..],
+                (g.depth(), 1),
+                cols_ref,
+                (width, 1),
+                (rows.len() / width, g.depth(), width),
+            );
+        }
+    });
+    let prod_ref = &prod[..];
+    out.par_chunks_mut(p)
+        .enumerate()
+        .with_min_len(min_items(p))
+        .for_each(|(i, dst)| {
+            let (b, o) = (i / g.c_out, i % g.c_out);
+            for (d, v) in dst.iter_mut().zip(&prod_ref[o * width + b * p..]) {
+                *d = *v + bias[o];
+            }
+        });
+    give_scratch(cols);
+    give_scratch(prod);
+}
+
+/// The input gradient of a deep layer (see [`Geometry::deep`]).
+fn input_grad_deep<T: WithDType>(dy: &[T], weight: &[T], g: Geometry, dx: &mut [T]) {
+    let p = g.out_h() * g.out_w();
+    let width = g.n * p;
+    let mut dyc = take_scratch::<T>(g.c_out * width);
+    let mut cols = take_scratch::<T>(g.depth() * width);
+    dyc[..g.c_out * width]
+        .par_chunks_mut(width)
+        .enumerate()
+        .with_min_len(min_items(width))
+        .for_each(|(o, row)| {
+            for (b, d) in row.chunks_exact_mut(p).enumerate() {
+                d.copy_from_slice(&dy[(b * g.c_out + o) * p..][..p]);
+            }
+        });
+    let dyc_ref = &dyc[..];
+    par_row_blocks(&mut cols, g.depth(), width, |r0, rows| {
+        // SAFETY: Wᵀ rows r0.. are (rows, C_out) read from (C_out, depth);
+        // dyc is (C_out, width); rows (rows, width).
+        unsafe {
+            matmul(
+                rows,
+                width,
+                false,
+                &weight[r0..],
+                (1, g.depth()),
+                dyc_ref,
+                (width, 1),
+                (rows.len() / width, g.c_out, width),
+            );
+        }
+    });
+    col2im_batch(&cols, g, dx);
+    give_scratch(dyc);
+    give_scratch(cols);
+}
+
 /// The forward op over (x, weight, bias).
 struct Conv(Geometry);
 
@@ -450,6 +608,10 @@ fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], g: Geometry) -> Vec<
     }
     if g.direct {
         direct::forward(x, weight, bias, g, &mut out);
+        return out;
+    }
+    if g.deep() {
+        forward_deep(x, weight, bias, g, &mut out);
         return out;
     }
     let tasks = g.tasks();
@@ -566,6 +728,10 @@ fn input_grad<T: WithDType>(dy: &[T], weight: &[T], g: Geometry) -> Vec<T> {
         direct::input_grad(dy, weight, g, &mut dx);
         return dx;
     }
+    if g.deep() {
+        input_grad_deep(dy, weight, g, &mut dx);
+        return dx;
+    }
     let tasks = g.tasks();
     let widest = Geometry::widest(&tasks, wo);
     // A task owns its samples' input gradient: neighbouring bands of one
@@ -649,7 +815,16 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
     } else if g.direct {
         direct::weight_grad(x, dy, g, dw);
     } else {
-        let tasks = g.tasks();
+        // A deep layer's lanes each take the whole batch at once.
+        let tasks = if g.deep() {
+            vec![Task {
+                b0: 0,
+                b1: g.n,
+                tiles: vec![(0, g.n * ho)],
+            }]
+        } else {
+            g.tasks()
+        };
         let widest = Geometry::widest(&tasks, wo);
         let tiles: Vec<(usize, usize)> = tasks.into_iter().flat_map(|t| t.tiles).collect();
         // Sums over thousands of output pixels lose precision in f32, so
