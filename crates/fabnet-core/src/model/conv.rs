@@ -918,19 +918,23 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
 }
 
 /// `dw` (C_out, depth) from `sum` (depth, C_out), in bands of TILE output
-/// channels, so that each task writes whole rows and reads short contiguous
-/// runs.
+/// channels (one task each), each band in TILE × TILE blocks so that reads
+/// and writes both stay within a few cache lines.
 fn transpose_into<T: WithDType>(dw: &mut [T], sum: &[T], g: Geometry) {
     const TILE: usize = 16;
-    dw.par_chunks_mut(TILE * g.depth())
+    let depth = g.depth();
+    dw.par_chunks_mut(TILE * depth)
         .enumerate()
-        .with_min_len(min_items(TILE * g.depth()))
+        .with_min_len(min_items(TILE * depth))
         .for_each(|(t, rows)| {
             let o0 = t * TILE;
-            let n_o = rows.len() / g.depth();
-            for (r, src) in sum.chunks_exact(g.c_out).enumerate() {
-                for (i, v) in src[o0..o0 + n_o].iter().enumerate() {
-                    rows[i * g.depth() + r] = *v;
+            let n_o = rows.len() / depth;
+            for r0 in (0..depth).step_by(TILE) {
+                let r1 = (r0 + TILE).min(depth);
+                for (i, row) in rows.chunks_exact_mut(depth).enumerate().take(n_o) {
+                    for (r, d) in (r0..r1).zip(&mut row[r0..r1]) {
+                        *d = sum[r * g.c_out + o0 + i];
+                    }
                 }
             }
         });
