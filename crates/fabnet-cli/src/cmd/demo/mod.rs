@@ -34,11 +34,12 @@ pub struct DemoArgs {
     /// for those sizes.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// A smoke test of about 3 minutes: 1-source FAb-Net against random-init and pixels. (The
-    /// curriculum variant is left out: at this budget it has not started to learn.)
+    /// A smoke test of about 2 minutes: 1-source FAb-Net (1000 steps) against random-init and
+    /// pixels. (The curriculum variant is left out: at this budget it has not started to learn.)
     #[arg(long, conflicts_with = "full")]
     quick: bool,
-    /// The long run (hours on 2 cores): the `small` model, more identities, 3000 steps per run.
+    /// The long run (hours on 2 cores): the `small` model, more identities, 3000 steps per run
+    /// (4500 for the curriculum run, which back-propagates half of each batch).
     #[arg(long)]
     full: bool,
     /// Master seed of the corpus, the model inits, the splits and the sampling.
