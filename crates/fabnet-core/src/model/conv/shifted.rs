@@ -1,5 +1,6 @@
-//! Stride-1 convolution in f32 as shifted vector FMAs, without a column
-//! matrix (AVX-512 only; other CPUs take the GEMM path).
+//! Convolution in f32 as shifted vector FMAs, without a column matrix
+//! (AVX-512 only; other CPUs, f64 and narrow layers take the direct loops or
+//! the GEMM path).
 //!
 //! Each input plane is copied once into a zero-padded plane of width
 //! `Wp = W + 2·padding`. On that grid an output pixel `q = oy·Wp + ox` reads
@@ -7,12 +8,16 @@
 //! run of consecutive output pixels reads a run of consecutive inputs: one
 //! unaligned vector load feeds the FMAs of several output channels. The
 //! `k − 1` columns of the grid past `W_out` are computed and dropped (6 % of
-//! the work at 32 pixels wide, which is why narrow layers keep the GEMM).
+//! the work at 32 pixels wide, a third at 8, which is why rows narrower than
+//! [`MIN_WIDTH`] keep the GEMM).
 //! The input gradient of a stride-1 conv is the same kernel run on the
 //! upstream gradient with the weights flipped and transposed. The weight
 //! gradient pairs the upstream gradient, laid on the same grid with zeros in
 //! the dropped columns, with the shifted padded input: one vector FMA per
 //! 16 pixels for each (output channel, input channel) pair of a block.
+//! A stride-2 conv with an even kernel is a stride-1 conv with half the
+//! kernel over the space-to-depth view of its padded input ([`Plan::of`]),
+//! so the same kernels run the encoder.
 
 use super::{gather_strided, Geometry};
 use crate::model::storage::{give_scratch, min_items, take_scratch};
