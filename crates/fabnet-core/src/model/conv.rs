@@ -403,7 +403,8 @@ fn im2col<T: WithDType>(
 }
 
 /// Adds `cols` `(C·k·k, width)` of a tile back onto `dx`, the input
-/// gradient of samples from `b0` on (im2col's adjoint).
+/// gradient of samples from `b0` on (im2col's adjoint), channels in
+/// parallel: each owns its planes of every sample.
 fn col2im<T: WithDType>(
     cols: &[T],
     g: Geometry,
@@ -414,37 +415,55 @@ fn col2im<T: WithDType>(
     let (ho, wo) = (g.out_h(), g.out_w());
     let width = (r1 - r0) * wo;
     let kk = g.k * g.k;
-    for (d, src) in cols[..g.depth() * width].chunks_exact(width).enumerate() {
-        let (c, tap) = (d / kk, d % kk);
-        let (ky, kx) = (tap / g.k, tap % g.k);
-        let (ylo, yhi) = g.valid(ky, g.h, ho);
-        let (xlo, xhi) = g.valid(kx, g.w, wo);
-        if xlo >= xhi {
-            continue;
-        }
-        for (r, s) in (r0..r1).zip(src.chunks_exact(wo)) {
-            let (b, oy) = (r / ho, r % ho);
-            if oy < ylo || oy >= yhi {
-                continue;
-            }
-            let y = oy * g.stride + ky - g.padding;
-            let row = &mut dx[(((b - b0) * g.c + c) * g.h + y) * g.w..][..g.w];
-            let first = xlo * g.stride + kx - g.padding;
-            scatter_add_strided(&mut row[first..], &s[xlo..xhi], g.stride);
-        }
+    let mut planes: Vec<Vec<&mut [T]>> = (0..g.c).map(|_| Vec::new()).collect();
+    for (i, plane) in dx.chunks_exact_mut(g.h * g.w).enumerate() {
+        planes[i % g.c].push(plane);
     }
+    planes
+        .par_iter_mut()
+        .enumerate()
+        .with_min_len(min_items(kk * width))
+        .for_each(|(c, ps)| {
+            for tap in 0..kk {
+                let (ky, kx) = (tap / g.k, tap % g.k);
+                let (ylo, yhi) = g.valid(ky, g.h, ho);
+                let (xlo, xhi) = g.valid(kx, g.w, wo);
+                if xlo >= xhi {
+                    continue;
+                }
+                let src = &cols[(c * kk + tap) * width..][..width];
+                for (r, s) in (r0..r1).zip(src.chunks_exact(wo)) {
+                    let (b, oy) = (r / ho, r % ho);
+                    if oy < ylo || oy >= yhi {
+                        continue;
+                    }
+                    let y = oy * g.stride + ky - g.padding;
+                    let first = xlo * g.stride + kx - g.padding;
+                    scatter_add_strided(
+                        &mut ps[b - b0][y * g.w + first..(y + 1) * g.w],
+                        &s[xlo..xhi],
+                        g.stride,
+                    );
+                }
+            }
+        });
 }
 
-/// Gathers a tile's pixels of `dy` `(N, C_out, P)` into `(C_out, width)`.
+/// Gathers a tile's pixels of `dy` `(N, C_out, P)` into `(C_out, width)`,
+/// output channels in parallel.
 fn gather_grad<T: WithDType>(dy: &[T], g: Geometry, (r0, r1): (usize, usize), dst: &mut [T]) {
     let (ho, wo) = (g.out_h(), g.out_w());
     let width = (r1 - r0) * wo;
-    for (o, row) in dst[..g.c_out * width].chunks_exact_mut(width).enumerate() {
-        for (r, d) in (r0..r1).zip(row.chunks_exact_mut(wo)) {
-            let (b, oy) = (r / ho, r % ho);
-            d.copy_from_slice(&dy[(b * g.c_out + o) * ho * wo + oy * wo..][..wo]);
-        }
-    }
+    dst[..g.c_out * width]
+        .par_chunks_mut(width)
+        .enumerate()
+        .with_min_len(min_items(width))
+        .for_each(|(o, row)| {
+            for (r, d) in (r0..r1).zip(row.chunks_exact_mut(wo)) {
+                let (b, oy) = (r / ho, r % ho);
+                d.copy_from_slice(&dy[(b * g.c_out + o) * ho * wo + oy * wo..][..wo]);
+            }
+        });
 }
 
 /// Calls `f(first_row, rows_of_dst)` on blocks of the `m` rows (`len`
@@ -473,44 +492,6 @@ fn im2col_batch<T: WithDType>(x: &[T], g: Geometry, cols: &mut [T]) {
         .enumerate()
         .with_min_len(min_items(per_channel))
         .for_each(|(c, chunk)| im2col(x, g, rows, (c, c + 1), chunk));
-}
-
-/// col2im of the whole batch from `cols` `(C·k·k, N·P)` into `dx`,
-/// channels in parallel (each owns its planes of every sample).
-fn col2im_batch<T: WithDType>(cols: &[T], g: Geometry, dx: &mut [T]) {
-    let (ho, wo) = (g.out_h(), g.out_w());
-    let width = g.n * ho * wo;
-    let kk = g.k * g.k;
-    let mut planes: Vec<Vec<&mut [T]>> = (0..g.c).map(|_| Vec::with_capacity(g.n)).collect();
-    for (i, plane) in dx.chunks_exact_mut(g.h * g.w).enumerate() {
-        planes[i % g.c].push(plane);
-    }
-    planes
-        .par_iter_mut()
-        .enumerate()
-        .with_min_len(min_items(kk * width))
-        .for_each(|(c, ps)| {
-            for tap in 0..kk {
-                let (ky, kx) = (tap / g.k, tap % g.k);
-                let (ylo, yhi) = g.valid(ky, g.h, ho);
-                let (xlo, xhi) = g.valid(kx, g.w, wo);
-                if xlo >= xhi {
-                    continue;
-                }
-                let src = &cols[(c * kk + tap) * width..][..width];
-                for (plane, s) in ps.iter_mut().zip(src.chunks_exact(ho * wo)) {
-                    for oy in ylo..yhi {
-                        let y = oy * g.stride + ky - g.padding;
-                        let first = xlo * g.stride + kx - g.padding;
-                        scatter_add_strided(
-                            &mut plane[y * g.w + first..(y + 1) * g.w],
-                            &s[oy * wo + xlo..oy * wo + xhi],
-                            g.stride,
-                        );
-                    }
-                }
-            }
-        });
 }
 
 /// The forward of a deep layer (see [`Geometry::deep`]).
@@ -557,15 +538,7 @@ fn input_grad_deep<T: WithDType>(dy: &[T], weight: &[T], g: Geometry, dx: &mut [
     let width = g.n * p;
     let mut dyc = take_scratch::<T>(g.c_out * width);
     let mut cols = take_scratch::<T>(g.depth() * width);
-    dyc[..g.c_out * width]
-        .par_chunks_mut(width)
-        .enumerate()
-        .with_min_len(min_items(width))
-        .for_each(|(o, row)| {
-            for (b, d) in row.chunks_exact_mut(p).enumerate() {
-                d.copy_from_slice(&dy[(b * g.c_out + o) * p..][..p]);
-            }
-        });
+    gather_grad(dy, g, (0, g.n * g.out_h()), &mut dyc);
     let dyc_ref = &dyc[..];
     par_row_blocks(&mut cols, g.depth(), width, |r0, rows| {
         // SAFETY: Wᵀ rows r0.. are (rows, C_out) read from (C_out, depth);
@@ -583,7 +556,7 @@ fn input_grad_deep<T: WithDType>(dy: &[T], weight: &[T], g: Geometry, dx: &mut [
             );
         }
     });
-    col2im_batch(&cols, g, dx);
+    col2im(&cols, g, (0, g.n * g.out_h()), 0, dx);
     give_scratch(dyc);
     give_scratch(cols);
 }
@@ -1147,7 +1120,52 @@ mod direct {
 mod tests {
     use super::super::storage::{max_abs_diff as max_diff, poison_scratch};
     use super::{conv2d, conv2d_with, Path, TILE_BUDGET};
+    use candle_core::backprop::GradStore;
     use candle_core::{DType, Device, Tensor, Var};
+
+    /// A random f64 problem and candle's answer to it.
+    struct Reference {
+        x: Var,
+        wt: Var,
+        b: Var,
+        /// The upstream gradient, random: the loss is `Σ out · up`.
+        up: Tensor,
+        out: Tensor,
+        grads: GradStore,
+        out_size: (usize, usize),
+    }
+
+    /// Input, weight, bias and upstream gradient drawn in [-1, 1), and
+    /// candle's conv2d (plus bias) and its gradients.
+    fn reference(
+        (n, cin, h, w): (usize, usize, usize, usize),
+        (cout, k, stride, padding): (usize, usize, usize, usize),
+    ) -> Reference {
+        let dev = Device::Cpu;
+        let x = Var::rand(-1f64, 1f64, (n, cin, h, w), &dev).unwrap();
+        let wt = Var::rand(-1f64, 1f64, (cout, cin, k, k), &dev).unwrap();
+        let b = Var::rand(-1f64, 1f64, cout, &dev).unwrap();
+        let (ho, wo) = (
+            (h + 2 * padding - k) / stride + 1,
+            (w + 2 * padding - k) / stride + 1,
+        );
+        let up = Tensor::rand(-1f64, 1f64, (n, cout, ho, wo), &dev).unwrap();
+        let out = x
+            .conv2d(wt.as_tensor(), padding, stride, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
+            .unwrap();
+        let grads = (&out * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        Reference {
+            x,
+            wt,
+            b,
+            up,
+            out,
+            grads,
+            out_size: (ho, wo),
+        }
+    }
 
     /// Against candle's own conv2d and its backward, in f64, for the
     /// model's two kernels and odd sizes (square ones for stride 2: candle's
@@ -1171,25 +1189,15 @@ mod tests {
             (2, 9, 5, 9, 9, 3, 1, 1),
             (3, 7, 2, 10, 10, 4, 2, 1),
         ] {
-            let x = Var::rand(-1f64, 1f64, (n, cin, h, w), &dev).unwrap();
-            let wt = Var::rand(-1f64, 1f64, (cout, cin, k, k), &dev).unwrap();
-            let b = Var::rand(-1f64, 1f64, cout, &dev).unwrap();
-            let (ho, wo) = (
-                (h + 2 * padding - k) / stride + 1,
-                (w + 2 * padding - k) / stride + 1,
-            );
-            let up = Tensor::rand(-1f64, 1f64, (n, cout, ho, wo), &dev).unwrap();
-            let theirs = x
-                .conv2d(wt.as_tensor(), padding, stride, 1, 1)
-                .unwrap()
-                .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
-                .unwrap();
-            let gb = (&theirs * &up)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let Reference {
+                x,
+                wt,
+                b,
+                up,
+                out: theirs,
+                grads: gb,
+                out_size: (ho, wo),
+            } = reference((n, cin, h, w), (cout, k, stride, padding));
             let sample = cin * k * k * ho * wo;
             let row = cin * k * k * wo;
             let tilings = [usize::MAX, sample, 2 * sample + 1, row, 2 * row + 1];
@@ -1270,7 +1278,6 @@ mod tests {
     /// On a CPU without AVX-512 the kernel never runs, and the test says so.
     #[test]
     fn shifted_kernel_matches_candle_in_f32() {
-        let dev = Device::Cpu;
         let mut ran = 0;
         for (n, cin, cout, h, w, k, stride, padding) in [
             (2, 4, 8, 8, 8, 3, 1, 1),
@@ -1292,25 +1299,15 @@ mod tests {
             // per sample.
             (3, 4, 4, 48, 48, 3, 1, 1),
         ] {
-            let x = Var::rand(-1f64, 1f64, (n, cin, h, w), &dev).unwrap();
-            let wt = Var::rand(-1f64, 1f64, (cout, cin, k, k), &dev).unwrap();
-            let b = Var::rand(-1f64, 1f64, cout, &dev).unwrap();
-            let (ho, wo) = (
-                (h + 2 * padding - k) / stride + 1,
-                (w + 2 * padding - k) / stride + 1,
-            );
-            let up = Tensor::rand(-1f64, 1f64, (n, cout, ho, wo), &dev).unwrap();
-            let theirs = x
-                .conv2d(wt.as_tensor(), padding, stride, 1, 1)
-                .unwrap()
-                .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
-                .unwrap();
-            let expected = (&theirs * &up)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let Reference {
+                x,
+                wt,
+                b,
+                up,
+                out: theirs,
+                grads: expected,
+                out_size: (ho, wo),
+            } = reference((n, cin, h, w), (cout, k, stride, padding));
             let f32_var = |v: &Var| Var::from_tensor(&v.to_dtype(DType::F32).unwrap()).unwrap();
             let (x32, w32, b32) = (f32_var(&x), f32_var(&wt), f32_var(&b));
             let g = super::Geometry {

@@ -49,7 +49,8 @@ pub(super) fn applies(g: &Geometry) -> bool {
         }
         _ => false,
     };
-    stride_fits && Plan::of(g).k * Plan::of(g).k <= MAX_TAPS && g.out_w() >= MIN_WIDTH && avx512()
+    let taps = Plan::of(g).k.pow(2);
+    stride_fits && taps <= MAX_TAPS && g.out_w() >= MIN_WIDTH && avx512()
 }
 
 /// `c` rounded up to whole register blocks.
