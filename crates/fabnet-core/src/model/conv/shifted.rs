@@ -58,7 +58,8 @@ fn blocks_of(c: usize) -> usize {
     c.div_ceil(MR)
 }
 
-fn avx512() -> bool {
+/// Whether this CPU has AVX-512F.
+pub(super) fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
