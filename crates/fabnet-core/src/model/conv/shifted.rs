@@ -8,8 +8,9 @@
 //! run of consecutive output pixels reads a run of consecutive inputs: one
 //! unaligned vector load feeds the FMAs of several output channels. The
 //! `k − 1` columns of the grid past `W_out` are computed and dropped (6 % of
-//! the work at 32 pixels wide, a third at 8, which is why rows narrower than
-//! [`MIN_WIDTH`] keep the GEMM).
+//! the work at 32 pixels wide, a third at 8: rows narrower than
+//! [`MIN_WIDTH`] never take the kernel, and the conv's fastest path leaves
+//! 8-pixel rows to the GEMM too, see `SHIFTED_MIN_WIDTH`).
 //! The input gradient of a stride-1 conv is the same kernel run on the
 //! upstream gradient with the weights flipped and transposed. The weight
 //! gradient pairs the upstream gradient, laid on the same grid with zeros in
