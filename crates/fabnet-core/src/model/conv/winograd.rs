@@ -1,0 +1,343 @@
+//! 3×3 convolutions with stride 1 and padding 1 in f32 by Winograd's
+//! minimal filtering F(2×2, 3×3) (Lavin and Gray, CVPR 2016): the forward
+//! and the input gradient of the decoders' convs.
+//!
+//! Each 2×2 block of outputs (a tile) comes from the 4×4 input patch around
+//! it. With the patch transformed to `V = Bᵀ d B` and each 3×3 kernel to
+//! `U = G g Gᵀ` (both 4×4), the tile is `Aᵀ (Σ_c U ⊙ V) A`: 16 products per
+//! (output channel, input channel, tile) instead of the direct conv's 36.
+//! The sum over input channels is, for each of the 16 positions ξ of the
+//! 4×4 transform, a GEMM `M[ξ] = U[ξ] (C_out × C) @ V[ξ] (C × tiles)`, which
+//! the `gemm` crate runs. The transforms work on whole rows of tiles, so
+//! that their loops run over contiguous slices: a tile's four patch columns
+//! are the even and odd columns of the padded input rows, deinterleaved
+//! once per row.
+//!
+//! The input gradient of such a conv is the same conv of the upstream
+//! gradient with the kernels flipped and the channels swapped.
+//!
+//! Rounding: the transforms' coefficients are 0, ±½ and ±1, but each output
+//! sums up to 9 products of sums, so its error bound is about 9 times the
+//! direct conv's (see the test).
+
+use super::{matmul, Geometry};
+use crate::model::storage::{give_scratch, take_scratch};
+use rayon::prelude::*;
+
+/// Positions of the 4×4 transform.
+const XI: usize = 16;
+
+/// Tasks a layer is at least cut into (when it has that many rows of tiles),
+/// so that the cores share the work evenly.
+const MIN_TASKS: usize = 8;
+
+/// Whether `g` has the shape this module computes: a 3×3 kernel, stride 1,
+/// padding 1 (so the output has the input's size).
+pub(super) fn applies(g: &Geometry) -> bool {
+    g.k == 3 && g.stride == 1 && g.padding == 1
+}
+
+/// One problem: `c_in` planes of `h × w` to `c_out` planes of the same size.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    n: usize,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    /// Most transformed elements (`16 × channels × tiles`) one task holds.
+    budget: usize,
+}
+
+impl Shape {
+    /// Rows and columns of 2×2 tiles.
+    fn tiles(&self) -> (usize, usize) {
+        (self.h.div_ceil(2), self.w.div_ceil(2))
+    }
+
+    /// Rows of tiles per task: the batch's tile rows (`sample · rows + row`)
+    /// cut into runs whose transforms fit the budget, at least
+    /// [`MIN_TASKS`] of them when there are enough rows. The cut depends on
+    /// the shape alone, and every tile is computed on its own, so results
+    /// depend neither on it nor on the number of threads.
+    fn rows_per_task(&self) -> usize {
+        let (th, tw) = self.tiles();
+        let per_row = XI * self.c_in.max(self.c_out) * tw;
+        (self.budget / per_row)
+            .min((self.n * th).div_ceil(MIN_TASKS))
+            .max(1)
+    }
+}
+
+/// `U[ξ][o][c]` of `kernel(o, c)` (a 3×3 kernel, row-major): `G g Gᵀ`.
+fn transform_weights(
+    c_out: usize,
+    c_in: usize,
+    kernel: impl Fn(usize, usize) -> [f32; 9] + Sync,
+) -> Vec<f32> {
+    let mut u = vec![0f32; XI * c_out * c_in];
+    // Rows of G: g0; (g0 + g1 + g2)/2; (g0 − g1 + g2)/2; g2.
+    let g_rows = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+    let per_xi = c_out * c_in;
+    let cells: Vec<[f32; XI]> = (0..per_xi)
+        .into_par_iter()
+        .map(|i| {
+            let g = kernel(i / c_in, i % c_in);
+            // G g: 4 rows of 3.
+            let cols: [[f32; 4]; 3] = [0, 1, 2].map(|j| g_rows(g[j], g[3 + j], g[6 + j]));
+            let mut cell = [0f32; XI];
+            for r in 0..4 {
+                let row = g_rows(cols[0][r], cols[1][r], cols[2][r]);
+                cell[4 * r..4 * r + 4].copy_from_slice(&row);
+            }
+            cell
+        })
+        .collect();
+    for (i, cell) in cells.iter().enumerate() {
+        for (xi, v) in cell.iter().enumerate() {
+            u[xi * per_xi + i] = *v;
+        }
+    }
+    u
+}
+
+/// `V[ξ][c][t]` for the tile rows `rows` of the batch, `t` counting their
+/// tiles in order (`tw` per row), into `v` (`16 × c_in × rows·tw`).
+fn transform_input(x: &[f32], s: Shape, rows: (usize, usize), v: &mut [f32]) {
+    let (th, tw) = s.tiles();
+    let tiles = (rows.1 - rows.0) * tw;
+    let plane = s.h * s.w;
+    // The 4 patch rows of a tile row, padded (one zero column on the left,
+    // zeros past the right edge) and split into even and odd columns:
+    // padded column 2·tx + j is `even[tx + j/2]` for even j, else
+    // `odd[tx + j/2]`.
+    let mut even: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; tw + 1]);
+    let mut odd: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; tw + 1]);
+    let (mut re, mut ro) = (vec![0f32; tw + 1], vec![0f32; tw + 1]);
+    for c in 0..s.c_in {
+        for (i, row) in (rows.0..rows.1).enumerate() {
+            let (b, ty) = (row / th, row % th);
+            let src = &x[(b * s.c_in + c) * plane..][..plane];
+            for (r, (e, o)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
+                e.fill(0.0);
+                o.fill(0.0);
+                // Patch row r is input row 2·ty + r − 1; input column xi
+                // sits at padded column xi + 1.
+                let Some(y) = (2 * ty + r).checked_sub(1).filter(|&y| y < s.h) else {
+                    continue;
+                };
+                let line = &src[y * s.w..][..s.w];
+                for (d, v) in o.iter_mut().zip(line.iter().step_by(2)) {
+                    *d = *v;
+                }
+                for (d, v) in e[1..].iter_mut().zip(line.iter().skip(1).step_by(2)) {
+                    *d = *v;
+                }
+            }
+            // Bᵀ d on the rows (d0 − d2, d1 + d2, d2 − d1, d1 − d3), then
+            // the same on the columns c0 = e[tx], c1 = o[tx], c2 = e[tx + 1],
+            // c3 = o[tx + 1].
+            let [e0, e1, e2, e3] = &even;
+            let [o0, o1, o2, o3] = &odd;
+            for (pr, ((ea, eb), (oa, ob), add)) in [
+                ((e0, e2), (o0, o2), false),
+                ((e1, e2), (o1, o2), true),
+                ((e2, e1), (o2, o1), false),
+                ((e1, e3), (o1, o3), false),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if add {
+                    sum_into(&mut re, ea, eb);
+                    sum_into(&mut ro, oa, ob);
+                } else {
+                    difference_into(&mut re, ea, eb);
+                    difference_into(&mut ro, oa, ob);
+                }
+                let at = |xi: usize| (pr * 4 + xi) * s.c_in * tiles + c * tiles + i * tw;
+                difference_into(&mut v[at(0)..][..tw], &re, &re[1..]);
+                sum_into(&mut v[at(1)..][..tw], &ro, &re[1..]);
+                difference_into(&mut v[at(2)..][..tw], &re[1..], &ro);
+                difference_into(&mut v[at(3)..][..tw], &ro, &ro[1..]);
+            }
+        }
+    }
+}
+
+/// `dst[i] = a[i] + b[i]` over `dst`.
+fn sum_into(dst: &mut [f32], a: &[f32], b: &[f32]) {
+    let (a, b) = (&a[..dst.len()], &b[..dst.len()]);
+    for ((d, x), y) in dst.iter_mut().zip(a).zip(b) {
+        *d = x + y;
+    }
+}
+
+/// `dst[i] = a[i] − b[i]` over `dst`.
+fn difference_into(dst: &mut [f32], a: &[f32], b: &[f32]) {
+    let (a, b) = (&a[..dst.len()], &b[..dst.len()]);
+    for ((d, x), y) in dst.iter_mut().zip(a).zip(b) {
+        *d = x - y;
+    }
+}
+
+/// Writes the outputs of tile rows `rows` from `m` (`16 × c_out × tiles`),
+/// `Aᵀ M A` per tile plus `bias`, into the batch's output `(N, c_out, h, w)`
+/// at `out`.
+///
+/// # Safety
+/// `out` must point to the whole output; no other thread may access the
+/// output rows of these tile rows meanwhile.
+unsafe fn transform_output(
+    m: &[f32],
+    s: Shape,
+    rows: (usize, usize),
+    bias: Option<&[f32]>,
+    out: SyncPtr,
+) {
+    let (th, tw) = s.tiles();
+    let tiles = (rows.1 - rows.0) * tw;
+    let plane = s.h * s.w;
+    let mut sums: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; tw]);
+    let (mut left, mut right) = (vec![0f32; tw], vec![0f32; tw]);
+    for o in 0..s.c_out {
+        let add = bias.map_or(0.0, |b| b[o]);
+        for (i, row) in (rows.0..rows.1).enumerate() {
+            let (b, ty) = (row / th, row % th);
+            let at = |xi: usize| &m[(xi * s.c_out + o) * tiles + i * tw..][..tw];
+            for r in 0..2 {
+                let y = 2 * ty + r;
+                if y >= s.h {
+                    break;
+                }
+                // Aᵀ M: row 0 is M0 + M1 + M2, row 1 is M1 − M2 − M3 (rows of
+                // the 4×4 M, ξ = 4·row + column).
+                for (j, sum) in sums.iter_mut().enumerate() {
+                    let (m0, m1, m2, m3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
+                    if r == 0 {
+                        for (((d, a), b), c) in sum.iter_mut().zip(m0).zip(m1).zip(m2) {
+                            *d = a + b + c;
+                        }
+                    } else {
+                        for (((d, a), b), c) in sum.iter_mut().zip(m1).zip(m2).zip(m3) {
+                            *d = a - b - c;
+                        }
+                    }
+                }
+                // · A: left column S0 + S1 + S2, right column S1 − S2 − S3.
+                let [s0, s1, s2, s3] = &sums;
+                for (((l, a), b), c) in left.iter_mut().zip(s0).zip(s1).zip(s2) {
+                    *l = a + b + c + add;
+                }
+                for (((rt, a), b), c) in right.iter_mut().zip(s1).zip(s2).zip(s3) {
+                    *rt = a - b - c + add;
+                }
+                // SAFETY: the row lies inside the output, and only this
+                // task writes it (the caller's contract).
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        out.get().add((b * s.c_out + o) * plane + y * s.w),
+                        s.w,
+                    )
+                };
+                let pairs = dst.chunks_exact_mut(2);
+                if let Some(last) = pairs.into_remainder().first_mut() {
+                    *last = left[tw - 1];
+                }
+                for ((pair, l), rt) in dst.chunks_exact_mut(2).zip(&left).zip(&right) {
+                    pair[0] = *l;
+                    pair[1] = *rt;
+                }
+            }
+        }
+    }
+}
+
+/// The conv of `x` `(N, c_in, h, w)` with transformed weights `u` (see
+/// [`transform_weights`]) plus `bias`, into `out` `(N, c_out, h, w)`.
+fn run(x: &[f32], u: &[f32], bias: Option<&[f32]>, s: Shape, out: &mut [f32]) {
+    let (th, tw) = s.tiles();
+    let rows_per_task = s.rows_per_task();
+    let total_rows = s.n * th;
+    assert_eq!(out.len(), s.n * s.c_out * s.h * s.w, "winograd output size");
+    let tasks: Vec<(usize, usize)> = (0..total_rows)
+        .step_by(rows_per_task)
+        .map(|r0| (r0, (r0 + rows_per_task).min(total_rows)))
+        .collect();
+    // Tasks may share a sample (runs of one sample's tile rows), so each
+    // writes its own output rows through a shared pointer.
+    let out = SyncPtr(out.as_mut_ptr());
+    tasks.par_iter().for_each(|&(r0, r1)| {
+        let tiles = (r1 - r0) * tw;
+        let mut v = take_scratch::<f32>(XI * s.c_in * tiles);
+        let mut m = take_scratch::<f32>(XI * s.c_out * tiles);
+        transform_input(x, s, (r0, r1), &mut v);
+        for xi in 0..XI {
+            // SAFETY: U[ξ] is (c_out × c_in), V[ξ] (c_in × tiles) and M[ξ]
+            // (c_out × tiles), row-major, inside their buffers.
+            unsafe {
+                matmul(
+                    &mut m[xi * s.c_out * tiles..][..s.c_out * tiles],
+                    tiles,
+                    false,
+                    &u[xi * s.c_out * s.c_in..][..s.c_out * s.c_in],
+                    (s.c_in, 1),
+                    &v[xi * s.c_in * tiles..][..s.c_in * tiles],
+                    (tiles, 1),
+                    (s.c_out, s.c_in, tiles),
+                );
+            }
+        }
+        // SAFETY: `out` is the whole output (asserted above), and the tasks'
+        // tile rows, hence their output rows, are disjoint.
+        unsafe { transform_output(&m, s, (r0, r1), bias, out) };
+        give_scratch(v);
+        give_scratch(m);
+    });
+}
+
+/// A pointer the tasks of [`run`] share; each writes its own rows.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: the tasks write disjoint elements through it (see `run`).
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+impl SyncPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+fn shape(g: &Geometry, c_in: usize, c_out: usize) -> Shape {
+    Shape {
+        n: g.n,
+        c_in,
+        c_out,
+        h: g.h,
+        w: g.w,
+        budget: g.budget,
+    }
+}
+
+/// The forward of `g` (see [`applies`]) into `out`.
+pub(super) fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
+    let u = transform_weights(g.c_out, g.c, |o, c| {
+        let mut k = [0f32; 9];
+        k.copy_from_slice(&weight[(o * g.c + c) * 9..][..9]);
+        k
+    });
+    run(x, &u, Some(bias), shape(&g, g.c, g.c_out), out);
+}
+
+/// The input gradient of `g` (see [`applies`]) into `dx`: the same conv of
+/// `dy` with kernel `(c, o)` the flipped kernel `(o, c)`.
+pub(super) fn input_grad(dy: &[f32], weight: &[f32], g: Geometry, dx: &mut [f32]) {
+    let u = transform_weights(g.c, g.c_out, |c, o| {
+        let mut k = [0f32; 9];
+        for (t, v) in k.iter_mut().enumerate() {
+            *v = weight[(o * g.c + c) * 9 + 8 - t];
+        }
+        k
+    });
+    run(dy, &u, None, shape(&g, g.c_out, g.c), dx);
+}
