@@ -65,7 +65,8 @@ pub struct DemoArgs {
     /// corpus, rounded up to whole validations).
     #[arg(long)]
     curriculum_patience: Option<u32>,
-    /// Train and probe only these runs (comma-separated names, e.g. `fabnet-curriculum`).
+    /// Train and probe only these runs (comma-separated names, e.g. `fabnet-3src`), and the runs
+    /// they start from (reused when finished).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Hide progress bars.
@@ -202,18 +203,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         plan.curriculum_patience = p;
     }
     if !args.only.is_empty() {
-        for name in &args.only {
-            anyhow::ensure!(
-                plan.runs.iter().any(|r| r.name == name.as_str()),
-                "--only {name}: this demo size has no run of that name (it has {})",
-                plan.runs
-                    .iter()
-                    .map(|r| r.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        plan.runs.retain(|r| args.only.iter().any(|n| n == r.name));
+        plan.keep_only(&args.only).map_err(anyhow::Error::msg)?;
     }
     let out = args.out.clone().unwrap_or_else(|| {
         let suffix = match size {

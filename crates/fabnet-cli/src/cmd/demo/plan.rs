@@ -215,6 +215,30 @@ impl DemoPlan {
         }
     }
 
+    /// Keeps the runs named in `names` and the runs they start from (which are reused when
+    /// finished, else trained first); an unknown name is an error that lists the known ones.
+    pub fn keep_only(&mut self, names: &[String]) -> Result<(), String> {
+        if let Some(unknown) = names
+            .iter()
+            .find(|n| !self.runs.iter().any(|r| r.name == n.as_str()))
+        {
+            let known: Vec<&str> = self.runs.iter().map(|r| r.name).collect();
+            return Err(format!(
+                "--only {unknown}: this demo size has no run of that name (it has {})",
+                known.join(", ")
+            ));
+        }
+        let mut keep: Vec<&str> = names.iter().map(String::as_str).collect();
+        // Runs start from earlier runs, so one pass from the end collects every ancestor.
+        for run in self.runs.iter().rev() {
+            if let (true, Some(from)) = (keep.contains(&run.name), run.init_from) {
+                keep.push(from);
+            }
+        }
+        self.runs.retain(|r| keep.contains(&r.name));
+        Ok(())
+    }
+
     /// The rows of the probe table, baselines first.
     pub fn methods(&self) -> Vec<Method> {
         let mut m = vec![Method::Pixels, Method::RandomInit];
@@ -375,5 +399,26 @@ mod tests {
         slow.validate_every = 10;
         assert_eq!(slow.validations_for_epochs(16), 9);
         assert_eq!(slow.validations_for_epochs(0), 1);
+    }
+
+    #[test]
+    fn keeping_one_run_keeps_the_run_it_starts_from() {
+        let names = |p: &DemoPlan| p.runs.iter().map(|r| r.name).collect::<Vec<_>>();
+        let mut plan = DemoPlan::new(DemoSize::Default, 1);
+        plan.keep_only(&["fabnet-3src".into()]).unwrap();
+        assert_eq!(names(&plan), ["fabnet-curriculum", "fabnet-3src"]);
+        let out = Path::new("out");
+        let args = plan.train_args(&plan.runs[1], out, false);
+        let from = args.iter().position(|a| a == "--init-from").unwrap();
+        assert_eq!(
+            Path::new(&args[from + 1]),
+            plan.final_checkpoint(out, &plan.runs[0])
+        );
+        let mut plan = DemoPlan::new(DemoSize::Default, 1);
+        plan.keep_only(&["autoencoder".into(), "fabnet".into()])
+            .unwrap();
+        assert_eq!(names(&plan), ["fabnet", "autoencoder"]);
+        let err = plan.keep_only(&["nope".into()]).unwrap_err();
+        assert!(err.contains("nope") && err.contains("autoencoder"), "{err}");
     }
 }
