@@ -1,6 +1,6 @@
 //! 3×3 convolutions with stride 1 and padding 1 in f32 by Winograd's
-//! minimal filtering F(2×2, 3×3) (Lavin and Gray, CVPR 2016): the forward
-//! and the input gradient of the decoders' convs.
+//! minimal filtering F(2×2, 3×3) (Lavin and Gray, CVPR 2016): the forward,
+//! input and weight gradients of the decoders' convs.
 //!
 //! Each 2×2 block of outputs (a tile) comes from the 4×4 input patch around
 //! it. With the patch transformed to `V = Bᵀ d B` and each 3×3 kernel to
@@ -14,7 +14,9 @@
 //! once per row.
 //!
 //! The input gradient of such a conv is the same conv of the upstream
-//! gradient with the kernels flipped and the channels swapped.
+//! gradient with the kernels flipped and the channels swapped. The weight
+//! gradient runs the transforms' adjoints ([`weight_grad`]), for layers
+//! whose transformed batch fits [`WEIGHT_GRAD_BUDGET`].
 //!
 //! Rounding: the transforms' coefficients are 0, ±½ and ±1, but each output
 //! sums up to 9 products of sums, so its error bound is about 9 times the
@@ -53,6 +55,16 @@ impl Shape {
     /// Rows and columns of 2×2 tiles.
     fn tiles(&self) -> (usize, usize) {
         (self.h.div_ceil(2), self.w.div_ceil(2))
+    }
+
+    /// The batch's tile rows cut into tasks (see [`Shape::rows_per_task`]).
+    fn tasks(&self) -> Vec<(usize, usize)> {
+        let total_rows = self.n * self.tiles().0;
+        let per_task = self.rows_per_task();
+        (0..total_rows)
+            .step_by(per_task)
+            .map(|r0| (r0, (r0 + per_task).min(total_rows)))
+            .collect()
     }
 
     /// Rows of tiles per task: the batch's tile rows (`sample · rows + row`)
@@ -256,14 +268,9 @@ unsafe fn transform_output(
 /// The conv of `x` `(N, c_in, h, w)` with transformed weights `u` (see
 /// [`transform_weights`]) plus `bias`, into `out` `(N, c_out, h, w)`.
 fn run(x: &[f32], u: &[f32], bias: Option<&[f32]>, s: Shape, out: &mut [f32]) {
-    let (th, tw) = s.tiles();
-    let rows_per_task = s.rows_per_task();
-    let total_rows = s.n * th;
+    let tw = s.tiles().1;
     assert_eq!(out.len(), s.n * s.c_out * s.h * s.w, "winograd output size");
-    let tasks: Vec<(usize, usize)> = (0..total_rows)
-        .step_by(rows_per_task)
-        .map(|r0| (r0, (r0 + rows_per_task).min(total_rows)))
-        .collect();
+    let tasks = s.tasks();
     // Tasks may share a sample (runs of one sample's tile rows), so each
     // writes its own output rows through a shared pointer.
     let out = SyncPtr(out.as_mut_ptr());
@@ -340,4 +347,159 @@ pub(super) fn input_grad(dy: &[f32], weight: &[f32], g: Geometry, dx: &mut [f32]
         k
     });
     run(dy, &u, None, shape(&g, g.c_out, g.c), dx);
+}
+
+/// Tiles whose products one weight-gradient GEMM sums in f32 before its
+/// result is added in f64 (the GEMM path sums 512 pixels per block).
+const SUM_TILES: usize = 512;
+
+/// Most transformed elements of the batch (`16 × (C + C_out) × tiles`) for
+/// which the weight gradient takes this path: it holds them all at once. On
+/// the `small` model's decoder the 8×8 and 16×16 layers (3 and 6 M
+/// elements) ran 1.2–1.3× faster this way than through their other paths,
+/// and the 32×32 one (13 M) 1.1× slower (alternating builds).
+const WEIGHT_GRAD_BUDGET: usize = 1 << 23;
+
+/// Whether [`weight_grad`] takes `g` (which [`applies`]).
+pub(super) fn weight_grad_fits(g: &Geometry) -> bool {
+    let (th, tw) = shape(g, g.c, g.c_out).tiles();
+    XI * (g.c + g.c_out) * g.n * th * tw <= WEIGHT_GRAD_BUDGET
+}
+
+/// `dM[ξ][o][t] = (A dY_t Aᵀ)[ξ]` for the tile rows `rows`, into `dm`
+/// (`16 × c_out × tiles`): the adjoint of the output transform, from the
+/// 2×2 blocks of the upstream gradient `dy` `(N, c_out, h, w)`.
+fn transform_grad(dy: &[f32], s: Shape, rows: (usize, usize), dm: &mut [f32]) {
+    let (th, tw) = s.tiles();
+    let tiles = (rows.1 - rows.0) * tw;
+    let plane = s.h * s.w;
+    // The block's left and right columns of its two rows (zeros past the
+    // edges), then A applied to the columns: [l, l + r, l − r, −r].
+    let mut cols: [[Vec<f32>; 2]; 2] =
+        std::array::from_fn(|_| std::array::from_fn(|_| vec![0f32; tw]));
+    let mut mixed: [[Vec<f32>; 4]; 2] =
+        std::array::from_fn(|_| std::array::from_fn(|_| vec![0f32; tw]));
+    for o in 0..s.c_out {
+        for (i, row) in (rows.0..rows.1).enumerate() {
+            let (b, ty) = (row / th, row % th);
+            let src = &dy[(b * s.c_out + o) * plane..][..plane];
+            for (r, [left, right]) in cols.iter_mut().enumerate() {
+                left.fill(0.0);
+                right.fill(0.0);
+                let y = 2 * ty + r;
+                if y >= s.h {
+                    continue;
+                }
+                let line = &src[y * s.w..][..s.w];
+                for (d, v) in left.iter_mut().zip(line.iter().step_by(2)) {
+                    *d = *v;
+                }
+                for (d, v) in right.iter_mut().zip(line.iter().skip(1).step_by(2)) {
+                    *d = *v;
+                }
+            }
+            for ([left, right], out) in cols.iter().zip(mixed.iter_mut()) {
+                out[0].copy_from_slice(left);
+                sum_into(&mut out[1], left, right);
+                difference_into(&mut out[2], left, right);
+                for (d, v) in out[3].iter_mut().zip(right) {
+                    *d = -v;
+                }
+            }
+            // A on the rows: ξ row 0 is row 0, 1 is the sum, 2 the
+            // difference, 3 minus row 1.
+            let [top, bottom] = &mixed;
+            for j in 0..4 {
+                let at = |pr: usize| (pr * 4 + j) * s.c_out * tiles + o * tiles + i * tw;
+                dm[at(0)..][..tw].copy_from_slice(&top[j]);
+                sum_into(&mut dm[at(1)..][..tw], &top[j], &bottom[j]);
+                difference_into(&mut dm[at(2)..][..tw], &top[j], &bottom[j]);
+                for (d, v) in dm[at(3)..][..tw].iter_mut().zip(&bottom[j]) {
+                    *d = -v;
+                }
+            }
+        }
+    }
+}
+
+/// The weight gradient of `g` (see [`applies`]) into `dw` `(C_out, C, 3, 3)`:
+/// the adjoint of the forward's transforms. With `V` the input transform and
+/// `dM` the gradient's ([`transform_grad`]), `dU[ξ] = Σ_t dM[ξ][·][t] ·
+/// V[ξ][·][t]ᵀ` is 16 GEMMs over the tiles, and `dW = Gᵀ dU G`. The tiles are
+/// transformed by tasks in parallel; each ξ's sum then walks the tasks in
+/// order, in f32 within a task (at most [`SUM_TILES`] tiles) and in f64
+/// across them, so the result depends on the shapes alone.
+pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: Geometry, dw: &mut [f32]) {
+    let s = Shape {
+        budget: g.budget.min(XI * g.c.max(g.c_out) * SUM_TILES),
+        ..shape(&g, g.c, g.c_out)
+    };
+    let tw = s.tiles().1;
+    let tasks = s.tasks();
+    let transformed: Vec<(Vec<f32>, Vec<f32>, usize)> = tasks
+        .par_iter()
+        .map(|&(r0, r1)| {
+            let tiles = (r1 - r0) * tw;
+            // Owned buffers rather than scratch: they outlive the task and
+            // are freed on another thread.
+            let mut v = vec![0f32; XI * s.c_in * tiles];
+            let mut dm = vec![0f32; XI * s.c_out * tiles];
+            transform_input(x, s, (r0, r1), &mut v);
+            transform_grad(dy, s, (r0, r1), &mut dm);
+            (v, dm, tiles)
+        })
+        .collect();
+    let per_xi = s.c_out * s.c_in;
+    let du: Vec<Vec<f64>> = (0..XI)
+        .into_par_iter()
+        .map(|xi| {
+            let mut sum = vec![0f64; per_xi];
+            let mut part = take_scratch::<f32>(per_xi);
+            for (v, dm, tiles) in &transformed {
+                let tiles = *tiles;
+                // SAFETY: dM[ξ] is (c_out × tiles) and V[ξ] (c_in × tiles),
+                // row-major, read as (tiles × c_in); part is (c_out × c_in).
+                unsafe {
+                    matmul(
+                        &mut part[..per_xi],
+                        s.c_in,
+                        false,
+                        &dm[xi * s.c_out * tiles..][..s.c_out * tiles],
+                        (tiles, 1),
+                        &v[xi * s.c_in * tiles..][..s.c_in * tiles],
+                        (1, tiles),
+                        (s.c_out, tiles, s.c_in),
+                    );
+                }
+                for (acc, p) in sum.iter_mut().zip(&part[..per_xi]) {
+                    *acc += f64::from(*p);
+                }
+            }
+            give_scratch(part);
+            sum
+        })
+        .collect();
+    // Gᵀ u for a 4-vector: [u0 + (u1 + u2)/2, (u1 − u2)/2, (u1 + u2)/2 + u3].
+    let gt = |u: [f64; 4]| {
+        [
+            u[0] + 0.5 * (u[1] + u[2]),
+            0.5 * (u[1] - u[2]),
+            0.5 * (u[1] + u[2]) + u[3],
+        ]
+    };
+    dw[..per_xi * 9]
+        .par_chunks_mut(9)
+        .enumerate()
+        .for_each(|(i, kernel)| {
+            let cell = |r: usize, c: usize| du[4 * r + c][i];
+            // Gᵀ dU: 3 rows of 4, then · G on each row.
+            let cols: [[f64; 3]; 4] =
+                std::array::from_fn(|c| gt([cell(0, c), cell(1, c), cell(2, c), cell(3, c)]));
+            for r in 0..3 {
+                let row = gt([cols[0][r], cols[1][r], cols[2][r], cols[3][r]]);
+                for (c, v) in row.iter().enumerate() {
+                    kernel[3 * r + c] = *v as f32;
+                }
+            }
+        });
 }
