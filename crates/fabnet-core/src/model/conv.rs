@@ -420,6 +420,10 @@ fn im2col<T: WithDType>(
     let width = (r1 - r0) * wo;
     let kk = g.k * g.k;
     let zero = T::zero();
+    if ho * wo <= SMALL_IMAGE && r0 % ho == 0 && r1 % ho == 0 {
+        im2col_small(x, g, (r0 / ho, r1 / ho), (c0, c1), cols);
+        return;
+    }
     for (d, out) in cols[..(c1 - c0) * kk * width]
         .chunks_exact_mut(width)
         .enumerate()
@@ -444,6 +448,64 @@ fn im2col<T: WithDType>(
     }
 }
 
+/// Output pixels per image up to which [`im2col`] copies whole samples
+/// through a table of source pixels: rows of 1–8 pixels made the row-wise
+/// copy mostly loop overhead.
+const SMALL_IMAGE: usize = 64;
+
+/// Per tap and output pixel `(tap, q)`, the input pixel the tap reads
+/// (its offset within the plane), or `usize::MAX` in the padding.
+fn tap_table(g: Geometry) -> Vec<usize> {
+    let p = g.out_h() * g.out_w();
+    (0..g.k * g.k * p)
+        .map(|i| {
+            let (tap, q) = (i / p, i % p);
+            let (ky, kx) = (tap / g.k, tap % g.k);
+            let (oy, ox) = (q / g.out_w(), q % g.out_w());
+            let y = (oy * g.stride + ky)
+                .checked_sub(g.padding)
+                .filter(|&y| y < g.h);
+            let x = (ox * g.stride + kx)
+                .checked_sub(g.padding)
+                .filter(|&x| x < g.w);
+            match (y, x) {
+                (Some(y), Some(x)) => y * g.w + x,
+                _ => usize::MAX,
+            }
+        })
+        .collect()
+}
+
+/// [`im2col`] for samples `b0..b1` of a layer with small images: per tap, a
+/// table maps each output pixel to its input pixel (or to the padding), and
+/// each (channel, tap) row copies every sample's pixels through it.
+fn im2col_small<T: WithDType>(
+    x: &[T],
+    g: Geometry,
+    (b0, b1): (usize, usize),
+    (c0, c1): (usize, usize),
+    cols: &mut [T],
+) {
+    let p = g.out_h() * g.out_w();
+    let kk = g.k * g.k;
+    let plane = g.h * g.w;
+    let table = tap_table(g);
+    let width = (b1 - b0) * p;
+    for (d, out) in cols[..(c1 - c0) * kk * width]
+        .chunks_exact_mut(width)
+        .enumerate()
+    {
+        let (c, tap) = (c0 + d / kk, d % kk);
+        let map = &table[tap * p..][..p];
+        for (b, dst) in (b0..b1).zip(out.chunks_exact_mut(p)) {
+            let src = &x[(b * g.c + c) * plane..][..plane];
+            for (d, &at) in dst.iter_mut().zip(map) {
+                *d = if at == usize::MAX { T::zero() } else { src[at] };
+            }
+        }
+    }
+}
+
 /// Adds `cols` `(C·k·k, width)` of a tile back onto `dx`, the input
 /// gradient of samples from `b0` on (im2col's adjoint), channels in
 /// parallel: each owns its planes of every sample.
@@ -460,6 +522,30 @@ fn col2im<T: WithDType>(
     let mut planes: Vec<Vec<&mut [T]>> = (0..g.c).map(|_| Vec::new()).collect();
     for (i, plane) in dx.chunks_exact_mut(g.h * g.w).enumerate() {
         planes[i % g.c].push(plane);
+    }
+    if ho * wo <= SMALL_IMAGE && r0 % ho == 0 && r1 % ho == 0 {
+        // As im2col_small: whole samples through the tap table, taps in
+        // the same order as below, so each element's sum is too.
+        let p = ho * wo;
+        let table = tap_table(g);
+        planes
+            .par_iter_mut()
+            .enumerate()
+            .with_min_len(min_items(kk * width))
+            .for_each(|(c, ps)| {
+                for tap in 0..kk {
+                    let map = &table[tap * p..][..p];
+                    let src = &cols[(c * kk + tap) * width..][..width];
+                    for (plane, s) in ps.iter_mut().skip(r0 / ho - b0).zip(src.chunks_exact(p)) {
+                        for (&at, v) in map.iter().zip(s) {
+                            if at != usize::MAX {
+                                plane[at] += *v;
+                            }
+                        }
+                    }
+                }
+            });
+        return;
     }
     planes
         .par_iter_mut()
