@@ -32,6 +32,11 @@ const BENCHES: &[Bench] = &[
         title: "FAb-Net forward and backward against PyTorch",
     },
     Bench {
+        name: "conv",
+        cargo_args: &["bench", "-p", "fabnet-core", "--bench", "conv_layers"],
+        title: "Each conv of the training step against PyTorch",
+    },
+    Bench {
         name: "train",
         cargo_args: &["bench", "-p", "fabnet-train", "--bench", "train_step"],
         title: "Training step against PyTorch",
