@@ -115,10 +115,16 @@ impl ConvBlock {
     /// statistics; in eval mode it uses the running statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = conv2d(x, &self.weight, &self.bias, self.stride, self.padding)?;
-        let y = match &self.bn {
-            Some(bn) => bn.forward_t(&y, train)?,
-            None => y,
+        let slope = match self.activation {
+            Activation::LeakyRelu(s) if s >= 0.0 => Some(s),
+            Activation::Relu => Some(0.0),
+            _ => None,
         };
-        self.activation.apply(&y)
+        match (&self.bn, slope) {
+            // One op and one pass for both (same values and gradients).
+            (Some(bn), Some(slope)) => bn.forward_act_t(&y, train, Some(slope)),
+            (Some(bn), None) => self.activation.apply(&bn.forward_t(&y, train)?),
+            (None, _) => self.activation.apply(&y),
+        }
     }
 }

@@ -79,8 +79,26 @@ impl BatchNorm2d {
     /// statistics (N·H·W must exceed 1, as in PyTorch), updating the running
     /// statistics; in eval mode with the running statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act_t(x, train, None)
+    }
+
+    /// [`BatchNorm2d::forward_t`] followed by a leaky ReLU of negative
+    /// slope `slope` (0 for ReLU; at least 0), as one op on the CPU: the activation is
+    /// applied as each output is written, and the backward applies its
+    /// derivative (read from the sign of the op's output) as it reads the
+    /// upstream gradient. Values and gradients are those of the two ops in
+    /// turn ([`leaky_relu`](super::act::leaky_relu)), bit for bit; this saves
+    /// a pass over the activations and a buffer each way.
+    pub fn forward_act_t(&self, x: &Tensor, train: bool, slope: Option<f64>) -> Result<Tensor> {
+        if slope.is_some_and(|s| s < 0.0 || s.is_nan()) {
+            candle_core::bail!("batch norm: the fused activation needs a slope of at least 0");
+        }
         if !x.device().is_cpu() {
-            return self.fallback.forward_t(x, train);
+            let y = self.fallback.forward_t(x, train)?;
+            return match slope {
+                Some(s) => super::act::leaky_relu(&y, s),
+                None => Ok(y),
+            };
         }
         let (n, c, h, w) = x.dims4()?;
         if c != self.weight.dim(0)? {
@@ -133,6 +151,7 @@ impl BatchNorm2d {
                 inv_std,
                 batch_stats: train,
                 plane: h * w,
+                slope,
             },
         )
     }
@@ -185,11 +204,32 @@ struct Normalize {
     inv_std: Vec<f64>,
     batch_stats: bool,
     plane: usize,
+    /// A leaky ReLU of this negative slope on the output, if any.
+    slope: Option<f64>,
+}
+
+/// `v` through a leaky ReLU of negative slope `slope`, in `T` as
+/// [`leaky_relu`](super::act::leaky_relu) computes it.
+fn activate<T: WithDType>(v: T, slope: Option<T>) -> T {
+    match slope {
+        Some(s) if v <= T::zero() => v * s,
+        _ => v,
+    }
+}
+
+/// The upstream gradient `g` of an output `a` through the activation:
+/// `g` where `a > 0`, else `g · slope` (PyTorch's choice at 0), in `T`.
+fn through_activation<T: WithDType>(g: T, a: T, slope: Option<T>) -> T {
+    match slope {
+        Some(s) if a <= T::zero() => g * s,
+        _ => g,
+    }
 }
 
 impl Normalize {
     fn forward<T: WithDType>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
         let c = gamma.len();
+        let slope = self.slope.map(T::from_f64);
         let mut y = vec![T::from_f64(0.0); x.len()];
         y.par_chunks_mut(self.plane)
             .zip(x.par_chunks(self.plane))
@@ -201,17 +241,19 @@ impl Normalize {
                 let scale = self.inv_std[ch] * gamma[ch].to_f64();
                 let shift = beta[ch].to_f64();
                 for (o, v) in out.iter_mut().zip(inp) {
-                    *o = T::from_f64((v.to_f64() - mean) * scale + shift);
+                    *o = activate(T::from_f64((v.to_f64() - mean) * scale + shift), slope);
                 }
             });
         y
     }
 
-    /// `[dx (N·C·H·W), dγ (C), dβ (C)]` from (x, γ, upstream gradient).
-    fn backward<T: WithDType>(&self, x: &[T], gamma: &[T], grad: &[T]) -> Vec<T> {
+    /// `[dx (N·C·H·W), dγ (C), dβ (C)]` from (x, the op's output, upstream
+    /// gradient) and γ; the output gives the activation's derivative.
+    fn backward<T: WithDType>(&self, x: &[T], out: &[T], grad: &[T], gamma: &[f64]) -> Vec<T> {
         let c = gamma.len();
         let count = (x.len() / c.max(1)) as f64;
         let plane = self.plane;
+        let slope = self.slope.map(T::from_f64);
         // Per channel: Σ g and Σ g·x̂.
         let (sum_g, sum_gx): (Vec<f64>, Vec<f64>) = (0..c)
             .into_par_iter()
@@ -220,14 +262,15 @@ impl Normalize {
                 let (mean, inv) = (self.mean[ch], self.inv_std[ch]);
                 let mut sg = 0.0;
                 let mut sgx = 0.0;
-                for (xp, gp) in x
+                for ((xp, ap), gp) in x
                     .chunks_exact(plane)
+                    .zip(out.chunks_exact(plane))
                     .zip(grad.chunks_exact(plane))
                     .skip(ch)
                     .step_by(c)
                 {
-                    for (v, g) in xp.iter().zip(gp) {
-                        let g = g.to_f64();
+                    for ((v, a), g) in xp.iter().zip(ap).zip(gp) {
+                        let g = through_activation(*g, *a, slope).to_f64();
                         sg += g;
                         sgx += g * (v.to_f64() - mean) * inv;
                     }
@@ -235,28 +278,31 @@ impl Normalize {
                 (sg, sgx)
             })
             .unzip();
-        let mut out = vec![T::from_f64(0.0); x.len() + 2 * c];
-        let (dx, rest) = out.split_at_mut(x.len());
+        let mut packed = vec![T::from_f64(0.0); x.len() + 2 * c];
+        let (dx, rest) = packed.split_at_mut(x.len());
         dx.par_chunks_mut(plane)
-            .zip(x.par_chunks(plane).zip(grad.par_chunks(plane)))
+            .zip(
+                x.par_chunks(plane)
+                    .zip(out.par_chunks(plane).zip(grad.par_chunks(plane))),
+            )
             .enumerate()
             .with_min_len(min_items(plane))
-            .for_each(|(i, (d, (xp, gp)))| {
+            .for_each(|(i, (d, (xp, (ap, gp))))| {
                 let ch = i % c;
                 let inv = self.inv_std[ch];
-                let scale = inv * gamma[ch].to_f64();
+                let scale = inv * gamma[ch];
+                let g_of = |(a, g): (&T, &T)| through_activation(*g, *a, slope).to_f64();
                 if self.batch_stats {
                     // dx = (g − Σg/M − (x − mean)·k)·inv_std·γ, k = Σg·(x − mean)·inv_std²/M
                     let grad_mean = sum_g[ch] / count;
                     let k = sum_gx[ch] * inv / count;
                     let mean = self.mean[ch];
-                    for ((o, v), g) in d.iter_mut().zip(xp).zip(gp) {
-                        *o =
-                            T::from_f64((g.to_f64() - grad_mean - (v.to_f64() - mean) * k) * scale);
+                    for ((o, v), ag) in d.iter_mut().zip(xp).zip(ap.iter().zip(gp)) {
+                        *o = T::from_f64((g_of(ag) - grad_mean - (v.to_f64() - mean) * k) * scale);
                     }
                 } else {
-                    for (o, g) in d.iter_mut().zip(gp) {
-                        *o = T::from_f64(g.to_f64() * scale);
+                    for (o, ag) in d.iter_mut().zip(ap.iter().zip(gp)) {
+                        *o = T::from_f64(g_of(ag) * scale);
                     }
                 }
             });
@@ -264,7 +310,7 @@ impl Normalize {
             rest[ch] = T::from_f64(sum_gx[ch]);
             rest[c + ch] = T::from_f64(sum_g[ch]);
         }
-        out
+        packed
     }
 }
 
@@ -299,13 +345,17 @@ impl CustomOp3 for Normalize {
         x: &Tensor,
         gamma: &Tensor,
         _beta: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let gamma_values = gamma.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
         let packed = x.apply_op3_no_bwd(
-            gamma,
+            &res.contiguous()?,
             &grad.contiguous()?,
-            &NormalizeBackward { forward: self },
+            &NormalizeBackward {
+                forward: self,
+                gamma: gamma_values,
+            },
         )?;
         let (size, c) = (x.elem_count(), gamma.elem_count());
         let dx = packed.narrow(0, 0, size)?.reshape(x.shape())?;
@@ -315,17 +365,19 @@ impl CustomOp3 for Normalize {
     }
 }
 
-/// The backward of [`Normalize`] over (x, γ, upstream gradient), packed
-/// into one flat tensor `[dx, dγ, dβ]`.
+/// The backward of [`Normalize`] over (x, its output, upstream gradient),
+/// packed into one flat tensor `[dx, dγ, dβ]`.
 struct NormalizeBackward<'a> {
     forward: &'a Normalize,
+    /// γ, exactly (f32 and f64 values are f64 values).
+    gamma: Vec<f64>,
 }
 
 impl Kernel3 for NormalizeBackward<'_> {
     const NAME: &'static str = "batch-norm-backward";
 
-    fn run<T: WithDType>(&self, x: &[T], gamma: &[T], grad: &[T]) -> Vec<T> {
-        self.forward.backward(x, gamma, grad)
+    fn run<T: WithDType>(&self, x: &[T], out: &[T], grad: &[T]) -> Vec<T> {
+        self.forward.backward(x, out, grad, &self.gamma)
     }
 }
 
@@ -344,13 +396,14 @@ impl CustomOp3 for NormalizeBackward<'_> {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let out = dispatch3(self, (s1, l1), (s2, l2), (s3, l3))?;
-        let len = l1.shape().elem_count() + 2 * l2.shape().elem_count();
+        let len = l1.shape().elem_count() + 2 * self.gamma.len();
         Ok((out, Shape::from(len)))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::act::leaky_relu;
     use super::super::storage::max_abs_diff as max_diff;
     use super::BatchNorm2d;
     use candle_core::{DType, Device, ModuleT, Tensor, Var};
@@ -411,6 +464,92 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The fused BatchNorm + (leaky) ReLU against the two ops in turn, in
+    /// f32 and f64, train and eval mode: outputs, the three gradients and
+    /// the running statistics must be equal bit for bit. In train mode the
+    /// outputs include exact zeros (a constant channel normalises to β = 0),
+    /// where the activation's slope applies.
+    #[test]
+    fn fused_activation_equals_batch_norm_then_leaky_relu_exactly() {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            for slope in [0.0, 0.2] {
+                for train in [true, false] {
+                    let (n, c, h, w) = (3, 4, 5, 2);
+                    let x = Tensor::rand(-2f64, 3f64, (n, c, h, w), &dev).unwrap();
+                    // Channel 0 constant: its normalised values are exactly β.
+                    let mask =
+                        Tensor::from_vec(vec![0f64, 1., 1., 1.], (1, c, 1, 1), &dev).unwrap();
+                    let x =
+                        Var::from_tensor(&x.broadcast_mul(&mask).unwrap().to_dtype(dtype).unwrap())
+                            .unwrap();
+                    let gamma = Var::rand(0f64, 1f64, c, &dev).unwrap();
+                    let gamma = Var::from_tensor(&gamma.to_dtype(dtype).unwrap()).unwrap();
+                    let beta = Tensor::from_vec(vec![0f64, 0.1, -0.3, 0.2], c, &dev).unwrap();
+                    let beta = Var::from_tensor(&beta.to_dtype(dtype).unwrap()).unwrap();
+                    let stats0 = (
+                        Tensor::rand(-1f64, 1f64, c, &dev)
+                            .unwrap()
+                            .to_dtype(dtype)
+                            .unwrap(),
+                        Tensor::rand(0.5f64, 2f64, c, &dev)
+                            .unwrap()
+                            .to_dtype(dtype)
+                            .unwrap(),
+                    );
+                    let layer = || {
+                        let (rm, rv) = (
+                            Var::from_tensor(&stats0.0).unwrap(),
+                            Var::from_tensor(&stats0.1).unwrap(),
+                        );
+                        let bn = BatchNorm2d::new(
+                            rm.as_tensor().clone(),
+                            rv.as_tensor().clone(),
+                            gamma.as_tensor().clone(),
+                            beta.as_tensor().clone(),
+                            1e-5,
+                            0.1,
+                        )
+                        .unwrap();
+                        (bn, rm, rv)
+                    };
+                    let (fused, rm_a, rv_a) = layer();
+                    let (plain, rm_b, rv_b) = layer();
+                    let up = Tensor::rand(-1f64, 1f64, (n, c, h, w), &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let ya = fused
+                        .forward_act_t(x.as_tensor(), train, Some(slope))
+                        .unwrap();
+                    let yb =
+                        leaky_relu(&plain.forward_t(x.as_tensor(), train).unwrap(), slope).unwrap();
+                    let what = format!("{dtype:?} slope {slope} train {train}");
+                    assert_eq!(max_diff(&ya, &yb), 0.0, "forward {what}");
+                    let zeros = ya.flatten_all().unwrap().eq(0f64).unwrap();
+                    let zeros = zeros.to_dtype(DType::F64).unwrap().sum_all().unwrap();
+                    // The constant channel normalises to β = 0 exactly.
+                    if train {
+                        let count = zeros.to_scalar::<f64>().unwrap();
+                        assert!(count > 0.0, "no exact zeros {what}");
+                    }
+                    let ga = (ya * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                    let gb = (yb * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                    for v in [&x, &gamma, &beta] {
+                        let d = max_diff(ga.get(v).unwrap(), gb.get(v).unwrap());
+                        assert_eq!(d, 0.0, "gradient of {:?} {what}", v.dims());
+                    }
+                    assert_eq!(max_diff(rm_a.as_tensor(), rm_b.as_tensor()), 0.0);
+                    assert_eq!(max_diff(rv_a.as_tensor(), rv_b.as_tensor()), 0.0);
+                }
+            }
+        }
+        let ones = |shape: usize| Tensor::ones(shape, DType::F32, &dev).unwrap();
+        let bn = BatchNorm2d::new(ones(2), ones(2), ones(2), ones(2), 1e-5, 0.1).unwrap();
+        let x = Tensor::ones((2, 2, 1, 1), DType::F32, &dev).unwrap();
+        assert!(bn.forward_act_t(&x, true, Some(-0.1)).is_err());
     }
 
     #[test]
