@@ -55,7 +55,7 @@ fn best(mut f: impl FnMut()) -> f64 {
 }
 
 /// (forward ms, forward+backward ms) of one layer.
-fn ours(layer: &Layer) -> (f64, f64) {
+fn time_layer(layer: &Layer) -> (f64, f64) {
     let &(_, cin, cout, side, k, stride, padding, input_grad) = layer;
     let device = Device::Cpu;
     let var = |t: Tensor| Var::from_tensor(&t).expect("var");
@@ -89,7 +89,7 @@ fn main() {
         .num_threads(2)
         .build_global()
         .expect("the global thread pool is set once");
-    let ours: Vec<(f64, f64)> = LAYERS.iter().map(ours).collect();
+    let ours: Vec<(f64, f64)> = LAYERS.iter().map(time_layer).collect();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_conv_layers.py");
     let torch: Option<serde_json::Value> = if std::env::var_os("FABNET_BENCH_NO_TORCH").is_some() {
         None

@@ -372,6 +372,13 @@ impl Geometry {
         }
     }
 
+    /// Whether im2col and col2im take the rows `r0..r1` through the tap
+    /// table: whole samples of at most [`SMALL_IMAGE`] output pixels.
+    fn small_tile(&self, (r0, r1): (usize, usize)) -> bool {
+        let ho = self.out_h();
+        ho * self.out_w() <= SMALL_IMAGE && r0 % ho == 0 && r1 % ho == 0
+    }
+
     /// Whether the batch is one tile whose GEMMs split by rows (see
     /// [`DEEP_PIXELS`]); tests with a small `budget` shrink the limit.
     fn deep(&self) -> bool {
@@ -420,7 +427,7 @@ fn im2col<T: WithDType>(
     let width = (r1 - r0) * wo;
     let kk = g.k * g.k;
     let zero = T::zero();
-    if ho * wo <= SMALL_IMAGE && r0 % ho == 0 && r1 % ho == 0 {
+    if g.small_tile((r0, r1)) {
         im2col_small(x, g, (r0 / ho, r1 / ho), (c0, c1), cols);
         return;
     }
@@ -523,7 +530,7 @@ fn col2im<T: WithDType>(
     for (i, plane) in dx.chunks_exact_mut(g.h * g.w).enumerate() {
         planes[i % g.c].push(plane);
     }
-    if ho * wo <= SMALL_IMAGE && r0 % ho == 0 && r1 % ho == 0 {
+    if g.small_tile((r0, r1)) {
         // As im2col_small: whole samples through the tap table, taps in
         // the same order as below, so each element's sum is too.
         let p = ho * wo;

@@ -70,8 +70,9 @@ impl Shape {
     /// Rows of tiles per task: the batch's tile rows (`sample · rows + row`)
     /// cut into runs whose transforms fit the budget, at least
     /// [`MIN_TASKS`] of them when there are enough rows. The cut depends on
-    /// the shape alone, and every tile is computed on its own, so results
-    /// depend neither on it nor on the number of threads.
+    /// the shape alone, never on the number of threads: the forward
+    /// computes every tile on its own, and the weight gradient's f32 sums
+    /// follow the cut.
     fn rows_per_task(&self) -> usize {
         let (th, tw) = self.tiles();
         let per_row = XI * self.c_in.max(self.c_out) * tw;
@@ -252,13 +253,14 @@ unsafe fn transform_output(
                         s.w,
                     )
                 };
-                let pairs = dst.chunks_exact_mut(2);
-                if let Some(last) = pairs.into_remainder().first_mut() {
-                    *last = left[tw - 1];
-                }
-                for ((pair, l), rt) in dst.chunks_exact_mut(2).zip(&left).zip(&right) {
+                let mut pairs = dst.chunks_exact_mut(2);
+                for ((pair, l), rt) in pairs.by_ref().zip(&left).zip(&right) {
                     pair[0] = *l;
                     pair[1] = *rt;
+                }
+                // An odd width ends with a tile's left column alone.
+                if let Some(last) = pairs.into_remainder().first_mut() {
+                    *last = left[tw - 1];
                 }
             }
         }
