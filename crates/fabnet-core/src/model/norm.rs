@@ -10,7 +10,7 @@
 //! updated with `momentum`, running statistics in eval mode. Other devices
 //! use candle-nn's BatchNorm with the same semantics.
 
-use super::storage::{contiguous, dispatch3, min_items, Kernel3};
+use super::storage::{contiguous, dispatch3, min_items, sum_of_plane_sums, Kernel3};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var, WithDType};
 use rayon::prelude::*;
@@ -166,21 +166,12 @@ fn batch_stats(x: &Tensor, c: usize, plane: usize) -> Result<(Vec<f64>, Vec<f64>
             .into_par_iter()
             .with_min_len(min_items(x.len() / c.max(1)))
             .map(|ch| {
-                let planes = || x.chunks_exact(plane).skip(ch).step_by(c);
-                let sum: f64 = planes()
-                    .map(|p| p.iter().map(|v| v.to_f64()).sum::<f64>())
-                    .sum();
-                let mean = sum / count;
-                let sq: f64 = planes()
-                    .map(|p| {
-                        p.iter()
-                            .map(|v| {
-                                let d = v.to_f64() - mean;
-                                d * d
-                            })
-                            .sum::<f64>()
-                    })
-                    .sum();
+                let planes: Vec<&[T]> = x.chunks_exact(plane).skip(ch).step_by(c).collect();
+                let mean = sum_of_plane_sums(&planes, |v| v.to_f64()) / count;
+                let sq = sum_of_plane_sums(&planes, |v| {
+                    let d = v.to_f64() - mean;
+                    d * d
+                });
                 (mean, sq / count)
             })
             .unzip()

@@ -29,6 +29,33 @@ pub(crate) fn min_items(elements_per_item: usize) -> usize {
     (MIN_TASK_ELEMENTS / elements_per_item.max(1)).max(1)
 }
 
+/// `Σ_i Σ_j f(planes[i][j])` in f64, each plane summed in order and the
+/// planes' sums added in order, so that the result equals the nested
+/// iterator sums bit for bit. A single f64 sum waits on its previous
+/// addition; four planes at a time keep four independent chains busy.
+/// Planes are of one length.
+pub(crate) fn sum_of_plane_sums<T: Copy>(planes: &[&[T]], f: impl Fn(T) -> f64) -> f64 {
+    // Rust's f64 `Sum` starts from −0.0; so do these.
+    let mut total = -0.0;
+    let mut groups = planes.chunks_exact(4);
+    for group in &mut groups {
+        let mut s = [-0.0f64; 4];
+        for (((a, b), c), d) in group[0].iter().zip(group[1]).zip(group[2]).zip(group[3]) {
+            s[0] += f(*a);
+            s[1] += f(*b);
+            s[2] += f(*c);
+            s[3] += f(*d);
+        }
+        for v in s {
+            total += v;
+        }
+    }
+    for plane in groups.remainder() {
+        total += plane.iter().map(|v| f(*v)).sum::<f64>();
+    }
+    total
+}
+
 thread_local! {
     /// Scratch buffers of any element type, kept between op calls.
     static SCRATCH: std::cell::RefCell<Vec<Box<dyn std::any::Any>>> =
