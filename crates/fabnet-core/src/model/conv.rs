@@ -17,7 +17,7 @@
 //! Other devices use candle's conv2d.
 
 use super::storage::{
-    dispatch2, dispatch3, give_scratch, min_items, sum_of_plane_sums, take_scratch, Kernel2,
+    dispatch2, dispatch3, give_scratch, min_items, sum_of_plane_sums, take_scratch, zeros, Kernel2,
     Kernel3,
 };
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
@@ -703,7 +703,7 @@ struct Conv(Geometry);
 fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], g: Geometry) -> Vec<T> {
     let (ho, wo) = (g.out_h(), g.out_w());
     let p = ho * wo;
-    let mut out = vec![T::zero(); g.n * g.c_out * p];
+    let mut out = zeros(g.n * g.c_out * p, T::zero());
     if g.winograd {
         if let (Some(x), Some(w), Some(b), Some(o)) = (
             as_f32(x),
@@ -837,7 +837,7 @@ struct InputGrad(Geometry);
 
 fn input_grad<T: WithDType>(dy: &[T], weight: &[T], g: Geometry) -> Vec<T> {
     let wo = g.out_w();
-    let mut dx = vec![T::zero(); g.n * g.c * g.h * g.w];
+    let mut dx = zeros(g.n * g.c * g.h * g.w, T::zero());
     if g.winograd {
         if let (Some(dy), Some(w), Some(d)) = (as_f32(dy), as_f32(weight), as_f32_mut(&mut dx)) {
             winograd::input_grad(dy, w, g, d);

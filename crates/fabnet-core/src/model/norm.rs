@@ -10,7 +10,7 @@
 //! updated with `momentum`, running statistics in eval mode. Other devices
 //! use candle-nn's BatchNorm with the same semantics.
 
-use super::storage::{contiguous, dispatch3, min_items, sum_of_plane_sums, Kernel3};
+use super::storage::{contiguous, dispatch3, min_items, sum_of_plane_sums, zeros, Kernel3};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var, WithDType};
 use rayon::prelude::*;
@@ -221,7 +221,7 @@ impl Normalize {
     fn forward<T: WithDType>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
         let c = gamma.len();
         let slope = self.slope.map(T::from_f64);
-        let mut y = vec![T::from_f64(0.0); x.len()];
+        let mut y = zeros(x.len(), T::zero());
         y.par_chunks_mut(self.plane)
             .zip(x.par_chunks(self.plane))
             .enumerate()
@@ -269,7 +269,7 @@ impl Normalize {
                 (sg, sgx)
             })
             .unzip();
-        let mut packed = vec![T::from_f64(0.0); x.len() + 2 * c];
+        let mut packed = zeros(x.len() + 2 * c, T::zero());
         let (dx, rest) = packed.split_at_mut(x.len());
         dx.par_chunks_mut(plane)
             .zip(

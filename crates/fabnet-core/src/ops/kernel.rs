@@ -21,6 +21,7 @@
 //! when there are fewer batch items than threads, a private partial buffer
 //! summed afterwards.
 
+use crate::model::storage::zeros;
 use candle_core::WithDType;
 use rayon::prelude::*;
 
@@ -1543,7 +1544,7 @@ pub(crate) fn upsample_fwd<T: Real>(
     align_corners: bool,
 ) -> Vec<T> {
     let zero = T::from_f64(0.0);
-    let mut out = vec![zero; planes * oh * ow];
+    let mut out = zeros(planes * oh * ow, zero);
     if out.is_empty() {
         return out;
     }
@@ -1591,7 +1592,7 @@ pub(crate) fn upsample_bwd<T: Real>(
     align_corners: bool,
 ) -> Vec<T> {
     let zero = T::from_f64(0.0);
-    let mut out = vec![zero; planes * h * w];
+    let mut out = zeros(planes * h * w, zero);
     if out.is_empty() || oh * ow == 0 {
         return out;
     }

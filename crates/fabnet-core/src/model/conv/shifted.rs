@@ -21,7 +21,7 @@
 //! so the same kernels run the encoder.
 
 use super::{gather_strided, Geometry};
-use crate::model::storage::{give_scratch, min_items, take_scratch};
+use crate::model::storage::{give_scratch, min_items, take_scratch, zeros};
 use rayon::prelude::*;
 
 /// Output channels per register block.
@@ -291,7 +291,7 @@ fn pack(
 /// padded by `p` (see [`Plan::of`]).
 fn space_to_depth(x: &[f32], g: &Geometry) -> Vec<f32> {
     let (h2, w2) = ((g.h + 2 * g.padding) / 2, (g.w + 2 * g.padding) / 2);
-    let mut out = vec![0f32; g.n * 4 * g.c * h2 * w2];
+    let mut out = zeros(g.n * 4 * g.c * h2 * w2, 0f32);
     out.par_chunks_mut(4 * h2 * w2)
         .zip(x.par_chunks(g.h * g.w))
         .with_min_len(min_items(g.h * g.w))
@@ -374,7 +374,7 @@ pub(super) fn input_grad(dy: &[f32], weight: &[f32], g: Geometry, dx: &mut [f32]
     if g.stride == 1 {
         run(dy, &packed, None, transposed, dx);
     } else {
-        let mut view = vec![0f32; g.n * plan.c_in * plan.h * plan.w];
+        let mut view = zeros(g.n * plan.c_in * plan.h * plan.w, 0f32);
         run(dy, &packed, None, transposed, &mut view);
         depth_to_space(&view, &g, dx);
     }
