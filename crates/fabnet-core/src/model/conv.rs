@@ -929,7 +929,7 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
     let (ho, wo) = (g.out_h(), g.out_w());
     let p = ho * wo;
     // [dW (C_out, depth), db (C_out)]
-    let mut out = vec![T::zero(); g.c_out * g.depth() + g.c_out];
+    let mut out = zeros(g.c_out * g.depth() + g.c_out, T::zero());
     let (dw, db) = out.split_at_mut(g.c_out * g.depth());
     let winograd = g.winograd && winograd::weight_grad_fits(&g);
     let f32_kernel = if winograd || g.shifted {
@@ -966,7 +966,7 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
         let kk = g.k * g.k;
         let lanes = (2 * rayon::current_num_threads()).clamp(1, g.c);
         let per_lane = g.c.div_ceil(lanes);
-        let mut transposed = vec![T::zero(); g.depth() * g.c_out];
+        let mut transposed = zeros(g.depth() * g.c_out, T::zero());
         transposed
             .par_chunks_mut(per_lane * kk * g.c_out)
             .enumerate()

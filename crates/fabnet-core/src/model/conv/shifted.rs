@@ -146,9 +146,17 @@ impl Plan {
     }
 }
 
-/// `out` `(N, C_out, H_out, W_out)` = conv of `input` `(N, C_in, H, W)`
-/// with `packed` weights (see [`pack`]) plus `bias`, if any.
-fn run(input: &[f32], packed: &[f32], bias: Option<&[f32]>, p: Plan, out: &mut [f32]) {
+/// `out` `(N, C_out, H_out, W_out)` = conv of the input `(N, C_in, H, W)`
+/// with `packed` weights (see [`pack`]) plus `bias`, if any. `stage(b, xp)`
+/// writes sample `b` of the input into zero-padded planes `xp` (see
+/// [`pad_into`]).
+fn run(
+    stage: impl Fn(usize, &mut [f32]) + Sync,
+    packed: &[f32],
+    bias: Option<&[f32]>,
+    p: Plan,
+    out: &mut [f32],
+) {
     let (ho, wo, wp) = (p.ho(), p.wo(), p.wp());
     let plane = p.plane();
     let offs: Vec<usize> = (0..p.k * p.k).map(|t| (t / p.k) * wp + t % p.k).collect();
@@ -156,8 +164,7 @@ fn run(input: &[f32], packed: &[f32], bias: Option<&[f32]>, p: Plan, out: &mut [
         .enumerate()
         .for_each(|(b, out)| {
             let mut xp = take_scratch::<f32>(p.c_in * plane);
-            let image = &input[b * p.c_in * p.h * p.w..][..p.c_in * p.h * p.w];
-            pad_into(image, p, &mut xp[..p.c_in * plane]);
+            stage(b, &mut xp[..p.c_in * plane]);
             let mut acc = [0f32; MR * BLOCK];
             for q0 in (0..ho * wp).step_by(BLOCK) {
                 for ob in 0..blocks_of(p.c_out) {
@@ -287,25 +294,43 @@ fn pack(
     packed
 }
 
-/// The space-to-depth view `(N, 4C, (H + 2p)/2, (W + 2p)/2)` of `x`
-/// padded by `p` (see [`Plan::of`]).
-fn space_to_depth(x: &[f32], g: &Geometry) -> Vec<f32> {
+/// Writes one sample `x` `(C, H, W)` of a stride-2 conv as its
+/// space-to-depth view `(4C, (H + 2p)/2, (W + 2p)/2)` (see [`Plan::of`]) into
+/// planes of `plane` elements, zeros in the padding and past each view
+/// plane, as [`pad_into`] writes the view itself (the plan pads no further),
+/// without the view ever being stored.
+fn space_to_depth_into(x: &[f32], g: &Geometry, plane: usize, xp: &mut [f32]) {
     let (h2, w2) = ((g.h + 2 * g.padding) / 2, (g.w + 2 * g.padding) / 2);
-    let mut out = zeros(g.n * 4 * g.c * h2 * w2, 0f32);
-    out.par_chunks_mut(4 * h2 * w2)
-        .zip(x.par_chunks(g.h * g.w))
-        .with_min_len(min_items(g.h * g.w))
-        .for_each(|(planes, src)| {
-            for (y, row) in src.chunks_exact(g.w).enumerate() {
-                let yp = y + g.padding;
-                for (px, (col, first)) in parity_columns(g).into_iter().enumerate() {
-                    let start = ((yp % 2) * 2 + px) * h2 * w2 + (yp / 2) * w2;
-                    let dst = &mut planes[start + col..start + w2];
-                    gather_strided(dst, &row[first.min(row.len())..], 2);
-                }
+    xp.fill(0.0);
+    for (src, planes) in x
+        .chunks_exact(g.h * g.w)
+        .zip(xp.chunks_exact_mut(4 * plane))
+    {
+        for (y, row) in src.chunks_exact(g.w).enumerate() {
+            let yp = y + g.padding;
+            for (px, (col, first)) in parity_columns(g).into_iter().enumerate() {
+                let start = ((yp % 2) * 2 + px) * plane + (yp / 2) * w2;
+                let dst = &mut planes[start + col..start + w2];
+                gather_strided(dst, &row[first.min(row.len())..], 2);
             }
-        });
-    out
+        }
+    }
+    debug_assert!(h2 * w2 <= plane);
+}
+
+/// `stage` for [`run`]: sample `b` of `x` for the plan of `g`, padded, or
+/// as its space-to-depth view for stride 2.
+fn stage_input<'a>(x: &'a [f32], g: &'a Geometry) -> impl Fn(usize, &mut [f32]) + Sync + 'a {
+    let p = Plan::of(g);
+    let per_sample = g.c * g.h * g.w;
+    move |b, xp| {
+        let sample = &x[b * per_sample..][..per_sample];
+        if g.stride == 1 {
+            pad_into(sample, p, xp);
+        } else {
+            space_to_depth_into(sample, g, p.plane(), xp);
+        }
+    }
 }
 
 /// For the even and the odd columns of the padded grid: the first view
@@ -346,11 +371,7 @@ pub(super) fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, out:
         Plan::weight(&g, weight, o, c, t)
     });
     debug_assert_eq!((plan.ho(), plan.wo()), (g.out_h(), g.out_w()));
-    if g.stride == 1 {
-        run(x, &packed, Some(bias), plan, out);
-    } else {
-        run(&space_to_depth(x, &g), &packed, Some(bias), plan, out);
-    }
+    run(stage_input(x, &g), &packed, Some(bias), plan, out);
 }
 
 /// The input gradient of `g` (see [`applies`]) into `dx`: the conv of `dy`
@@ -371,11 +392,15 @@ pub(super) fn input_grad(dy: &[f32], weight: &[f32], g: Geometry, dx: &mut [f32]
         padding: plan.k - 1 - plan.padding,
     };
     debug_assert_eq!((transposed.ho(), transposed.wo()), (plan.h, plan.w));
+    let per_sample = transposed.c_in * transposed.h * transposed.w;
+    let stage = |b: usize, xp: &mut [f32]| {
+        pad_into(&dy[b * per_sample..][..per_sample], transposed, xp);
+    };
     if g.stride == 1 {
-        run(dy, &packed, None, transposed, dx);
+        run(stage, &packed, None, transposed, dx);
     } else {
         let mut view = zeros(g.n * plan.c_in * plan.h * plan.w, 0f32);
-        run(dy, &packed, None, transposed, &mut view);
+        run(stage, &packed, None, transposed, &mut view);
         depth_to_space(&view, &g, dx);
     }
 }
@@ -483,13 +508,6 @@ unsafe fn weight_block(
 /// [`LANE_TERMS`] products per lane), added in f64.
 pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: Geometry, dw: &mut [f32]) {
     let p = Plan::of(&g);
-    let view;
-    let x = if g.stride == 1 {
-        x
-    } else {
-        view = space_to_depth(x, &g);
-        &view[..]
-    };
     let (ho, wo, wp, grid, plane) = (p.ho(), p.wo(), p.wp(), p.grid(), p.plane());
     let (n, c_in, kk) = (g.n, p.c_in, p.k * p.k);
     // Whole register blocks of channels; pad_into and grid_into zero the
@@ -498,10 +516,11 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: Geometry, dw: &mut [f32]) {
     let offs: Vec<usize> = (0..kk).map(|t| (t / p.k) * wp + t % p.k).collect();
     let mut xp = take_scratch::<f32>(n * c_in_pad * plane);
     let mut dyg = take_scratch::<f32>(n * c_out_pad * grid);
+    let stage = stage_input(x, &g);
     xp[..n * c_in_pad * plane]
         .par_chunks_mut(c_in_pad * plane)
-        .zip(x.par_chunks(c_in * p.h * p.w))
-        .for_each(|(d, s)| pad_into(s, p, d));
+        .enumerate()
+        .for_each(|(b, d)| stage(b, d));
     dyg[..n * c_out_pad * grid]
         .par_chunks_mut(c_out_pad * grid)
         .zip(dy.par_chunks(g.c_out * ho * wo))
