@@ -18,7 +18,7 @@ const CHUNK: usize = 1 << 14;
 /// `slope = 0` is ReLU. Differentiable; the gradient is 1 where `x > 0` and
 /// `slope` elsewhere, as in PyTorch.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> candle_core::Result<Tensor> {
-    if !x.device().is_cpu() {
+    if !super::storage::fused_cpu(x) {
         let pos = x.gt(0.0)?;
         return pos.where_cond(x, &(x * slope)?);
     }

@@ -182,7 +182,7 @@ fn conv2d_with(
     path: Path,
 ) -> candle_core::Result<Tensor> {
     let (cout, cin, kh, kw) = weight.dims4()?;
-    if !x.device().is_cpu() {
+    if !super::storage::fused_cpu(x) {
         return x
             .conv2d(weight, padding, stride, 1, 1)?
             .broadcast_add(&bias.reshape((1, cout, 1, 1))?);

@@ -56,6 +56,16 @@ pub use weights::{
 
 use std::path::PathBuf;
 
+/// Runs `f` with this thread's convolutions, BatchNorms and activations
+/// computed by candle's generic tensor ops, as they are on a GPU, instead
+/// of the fused CPU kernels (the warp ops keep their own kernels on every
+/// device). The two paths agree to rounding; this lets the GPU path's
+/// arithmetic be checked, and a suspected kernel bug be bisected, on a
+/// machine without a GPU.
+pub fn with_generic_ops<R>(f: impl FnOnce() -> R) -> R {
+    storage::with_generic(f)
+}
+
 /// Errors of model construction, loss and weights I/O.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

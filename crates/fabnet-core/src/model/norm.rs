@@ -93,7 +93,7 @@ impl BatchNorm2d {
         if slope.is_some_and(|s| s < 0.0 || s.is_nan()) {
             candle_core::bail!("batch norm: the fused activation needs a slope of at least 0");
         }
-        if !x.device().is_cpu() {
+        if !super::storage::fused_cpu(x) {
             let y = self.fallback.forward_t(x, train)?;
             return match slope {
                 Some(s) => super::act::leaky_relu(&y, s),

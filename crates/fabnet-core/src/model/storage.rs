@@ -83,6 +83,31 @@ pub(crate) fn zeros<T: Copy + Send + Sync>(len: usize, zero: T) -> Vec<T> {
 }
 
 thread_local! {
+    /// Whether this thread's ops take the generic path on the CPU (see
+    /// [`with_generic_ops`](super::with_generic_ops)).
+    static GENERIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether an op on `x` runs its fused CPU kernel: on a CPU tensor, unless
+/// this thread asked for the generic path.
+pub(crate) fn fused_cpu(x: &candle_core::Tensor) -> bool {
+    x.device().is_cpu() && !GENERIC.with(std::cell::Cell::get)
+}
+
+/// Runs `f` with this thread's ops on the generic path; restores the
+/// previous setting afterwards, also when `f` panics.
+pub(crate) fn with_generic<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GENERIC.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GENERIC.with(|g| g.replace(true)));
+    f()
+}
+
+thread_local! {
     /// Scratch buffers of any element type, kept between op calls.
     static SCRATCH: std::cell::RefCell<Vec<Box<dyn std::any::Any>>> =
         const { std::cell::RefCell::new(Vec::new()) };
@@ -214,6 +239,24 @@ pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> 
 
 #[cfg(test)]
 mod tests {
+    /// The generic path holds inside `with_generic` only, nested calls
+    /// included, and the setting comes back after a panic inside it.
+    #[test]
+    fn generic_path_is_scoped_and_restored_after_a_panic() {
+        let x = candle_core::Tensor::zeros(4, candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap();
+        assert!(super::fused_cpu(&x));
+        super::with_generic(|| {
+            assert!(!super::fused_cpu(&x));
+            super::with_generic(|| assert!(!super::fused_cpu(&x)));
+            assert!(!super::fused_cpu(&x));
+        });
+        assert!(super::fused_cpu(&x));
+        let caught = std::panic::catch_unwind(|| super::with_generic(|| panic!("inside")));
+        assert!(caught.is_err());
+        assert!(super::fused_cpu(&x));
+    }
+
     /// Below, at and above the parallel threshold (whose chunks leave a
     /// remainder), every element is the given zero, also a negative one.
     #[test]
