@@ -159,4 +159,27 @@ fn train_errors_name_the_problem() {
         stderr.contains("bad.toml") && stderr.contains("line 4"),
         "{stderr}"
     );
+
+    // A GPU in a CPU-only build: a clear error before any work, and nothing written.
+    if !candle_core::utils::cuda_is_available() {
+        let out = dir.path().join("gpu-run");
+        let output = fabnet()
+            .args(["train", "--no-progress", "--device", "cuda", "--data"])
+            .arg(dir.path())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("device `cuda`") && stderr.contains("--features cuda"),
+            "{stderr}"
+        );
+        assert!(
+            !out.exists(),
+            "a failed device check left {}",
+            out.display()
+        );
+    }
 }

@@ -19,6 +19,7 @@
 //! single_source_mask = true # run the (gradient-free) mask decoder with 1 source, as the authors
 //! init_from = ""            # a checkpoint to start from (the multi-source stage)
 //! freeze_flow = false       # lr 0 for the flow decoder (the multi-source stage)
+//! device = "cpu"            # or "cuda" / "cuda:N" (a build with `--features cuda`)
 //!
 //! [optimizer]
 //! kind = "sgd"              # or "adam" (with beta1, beta2, eps)
@@ -37,6 +38,7 @@
 //! ```
 
 use crate::{CurriculumConfig, OptimizerConfig, TrainError};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -55,6 +57,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Optimiser steps to reach; a resumed run continues up to this count.
     pub steps: u64,
+    /// Where the model trains: `cpu`, or `cuda` (the first GPU) / `cuda:N`
+    /// in a build with the `cuda` feature.
+    #[serde(default = "default_device")]
+    pub device: String,
     /// Samples per batch.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -119,6 +125,10 @@ pub enum Objective {
 fn default_true() -> bool {
     true
 }
+fn default_device() -> String {
+    "cpu".into()
+}
+
 fn default_batch() -> usize {
     32
 }
@@ -151,6 +161,7 @@ impl TrainConfig {
     /// Rejects settings that cannot run.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
+        gpu_ordinal(&self.device)?;
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
         }
@@ -186,5 +197,75 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// The GPU `spec` names (`cuda` is GPU 0, `cuda:N` GPU N), `None` for
+/// `cpu`, or an error naming the spec.
+fn gpu_ordinal(spec: &str) -> Result<Option<usize>, TrainError> {
+    let gpu = match spec {
+        "cpu" => return Ok(None),
+        "cuda" => Some(0),
+        _ => spec
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok()),
+    };
+    gpu.map(Some)
+        .ok_or_else(|| TrainError::Config(format!("device `{spec}`: expected cpu, cuda or cuda:N")))
+}
+
+/// The device `spec` names (`cpu`, `cuda`, `cuda:N`). A GPU needs a build
+/// with the `cuda` feature; without it the error says so.
+pub fn parse_device(spec: &str) -> Result<Device, TrainError> {
+    let Some(ordinal) = gpu_ordinal(spec)? else {
+        return Ok(Device::Cpu);
+    };
+    if !candle_core::utils::cuda_is_available() {
+        return Err(TrainError::Config(format!(
+            "device `{spec}`: this build has no CUDA support; rebuild with `--features cuda`"
+        )));
+    }
+    Device::new_cuda(ordinal)
+        .map_err(|e| TrainError::Config(format!("device `{spec}`: cannot open GPU {ordinal}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_device, TrainConfig};
+    use crate::TrainError;
+
+    fn message(e: TrainError) -> String {
+        e.to_string()
+    }
+
+    /// `cpu` is the default and parses; GPU specs parse but, in a build
+    /// without the `cuda` feature, fail with a message that says how to get
+    /// one; anything else fails naming the spec.
+    #[test]
+    fn device_specs_parse_or_fail_with_a_message_naming_them() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        for gpu in ["cuda", "cuda:0", "cuda:3"] {
+            let result = parse_device(gpu);
+            if candle_core::utils::cuda_is_available() {
+                continue;
+            }
+            let text = message(result.expect_err(gpu));
+            assert!(text.contains(&format!("`{gpu}`")), "{text}");
+            assert!(text.contains("--features cuda"), "{text}");
+        }
+        for bad in ["gpu", "cuda:", "cuda:x", "CPU", "cuda0", ""] {
+            let text = message(parse_device(bad).expect_err(bad));
+            assert!(
+                text.contains(&format!("device `{bad}`")) && text.contains("cpu, cuda or cuda:N"),
+                "{text}"
+            );
+        }
+        let toml = "preset = \"tiny\"\ndata = \"d\"\nout = \"o\"\nsteps = 1\n";
+        let config: TrainConfig = toml::from_str(toml).unwrap();
+        assert_eq!(config.device, "cpu");
+        config.validate().unwrap();
+        let tpu: TrainConfig = toml::from_str(&format!("{toml}device = \"tpu\"\n")).unwrap();
+        let bad = tpu.validate().expect_err("tpu");
+        assert!(message(bad).contains("device `tpu`"));
     }
 }

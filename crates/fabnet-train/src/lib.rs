@@ -60,7 +60,7 @@ impl TrainError {
 }
 
 pub use checkpoint::{load_checkpoint, Checkpoint, CheckpointDir, CheckpointMeta};
-pub use config::{Objective, TrainConfig};
+pub use config::{parse_device, Objective, TrainConfig};
 pub use curriculum::{Curriculum, CurriculumConfig, ScheduleEvent};
 pub use optim::{Optimizer, OptimizerConfig};
 pub use trainer::{

@@ -7,7 +7,7 @@
 
 use crate::plot::{image_grid, line_plot, save_png, Series};
 use crate::{
-    load_checkpoint, CheckpointDir, CheckpointMeta, Curriculum, Objective, Optimizer,
+    load_checkpoint, parse_device, CheckpointDir, CheckpointMeta, Curriculum, Objective, Optimizer,
     ScheduleEvent, TrainConfig, TrainError,
 };
 use candle_core::{DType, Device, Tensor};
@@ -229,7 +229,7 @@ fn to_scalar(t: &Tensor) -> Result<f64, TrainError> {
 /// `resume`) from the newest checkpoint of `config.out`.
 pub fn train(config: &TrainConfig, options: RunOptions) -> Result<TrainSummary, TrainError> {
     config.validate()?;
-    let device = Device::Cpu;
+    let device = parse_device(&config.device)?;
     let model_cfg = model_config(&config.preset)?;
     std::fs::create_dir_all(&config.out).map_err(|e| TrainError::io(&config.out, e))?;
     let ckpts = CheckpointDir::new(config.out.join("checkpoints"), config.keep_checkpoints);

@@ -25,6 +25,7 @@ fn config(data: &Path, out: &Path, steps: u64) -> TrainConfig {
         validate_every: 0,
         objective: Objective::Fabnet,
         single_source_mask: true,
+        device: "cpu".into(),
         init_from: None,
         freeze_flow: false,
         optimizer: OptimizerConfig::adam(1e-3),

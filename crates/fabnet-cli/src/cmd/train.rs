@@ -80,6 +80,9 @@ pub struct TrainArgs {
     /// Seed of init, split and sampling.
     #[arg(long)]
     seed: Option<u64>,
+    /// Where to train: cpu, or cuda / cuda:N (a build with `--features cuda`).
+    #[arg(long)]
+    device: Option<String>,
     /// Decoding threads.
     #[arg(long)]
     workers: Option<usize>,
@@ -127,6 +130,7 @@ pub fn config_from(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
                 validate_every: 0,
                 objective: Objective::Fabnet,
                 single_source_mask: true,
+                device: "cpu".into(),
                 init_from: None,
                 freeze_flow: false,
                 optimizer: OptimizerConfig::paper(),
@@ -134,6 +138,9 @@ pub fn config_from(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
             }
         }
     };
+    if let Some(v) = &args.device {
+        cfg.device = v.clone();
+    }
     if let Some(v) = &args.preset {
         cfg.preset = v.clone();
     }

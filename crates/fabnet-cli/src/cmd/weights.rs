@@ -32,6 +32,9 @@ pub struct ModelArgs {
     /// checkpoint's JSON, else paper (the release weights).
     #[arg(long)]
     pub preset: Option<String>,
+    /// Where to embed: cpu, or cuda / cuda:N (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 impl ModelArgs {
@@ -40,9 +43,10 @@ impl ModelArgs {
         self.checkpoint.is_some() || self.random_init
     }
 
-    /// Loads the model on the CPU; an error if neither `--checkpoint` nor `--random-init` was given.
+    /// Loads the model on `--device`; an error if neither `--checkpoint` nor `--random-init` was
+    /// given.
     pub fn load(&self) -> anyhow::Result<Embedder> {
-        let device = Device::Cpu;
+        let device = fabnet_train::parse_device(&self.device)?;
         match (&self.checkpoint, self.random_init) {
             (Some(path), _) => {
                 let is_ours = path.extension().is_some_and(|e| e == "json");
@@ -52,14 +56,18 @@ impl ModelArgs {
                     None
                 })?;
                 if is_ours {
-                    Embedder::from_checkpoint(&config, path)
+                    Embedder::from_checkpoint(&config, path, &device)
                 } else {
                     let model = FabNet::from_file(&config, path, &device)
                         .with_context(|| format!("cannot load weights {}", path.display()))?;
-                    Ok(Embedder::new(model.config(), model.encoder().clone()))
+                    Ok(Embedder::new(
+                        model.config(),
+                        model.encoder().clone(),
+                        &device,
+                    ))
                 }
             }
-            (None, true) => Embedder::random_init(&self.config(None)?, self.seed),
+            (None, true) => Embedder::random_init(&self.config(None)?, self.seed, &device),
             (None, false) => anyhow::bail!("give --checkpoint PATH or --random-init"),
         }
     }
@@ -94,25 +102,28 @@ pub struct Embedder {
 }
 
 impl Embedder {
-    fn new(config: &ModelConfig, encoder: Encoder) -> Self {
+    fn new(config: &ModelConfig, encoder: Encoder, device: &Device) -> Self {
         Self {
             config: config.clone(),
             encoder,
-            device: Device::Cpu,
+            device: device.clone(),
         }
     }
 
     /// The encoder of a freshly initialised FAb-Net drawn from `seed`: the untrained baseline.
-    pub fn random_init(config: &ModelConfig, seed: u64) -> anyhow::Result<Self> {
-        let model = FabNet::init(config, seed, &Device::Cpu)?.0;
-        Ok(Self::new(config, model.encoder().clone()))
+    pub fn random_init(config: &ModelConfig, seed: u64, device: &Device) -> anyhow::Result<Self> {
+        let model = FabNet::init(config, seed, device)?.0;
+        Ok(Self::new(config, model.encoder().clone(), device))
     }
 
     /// The encoder of one of our training checkpoints (FAb-Net or the autoencoder baseline, as its
     /// JSON records), strictly checked against `config`.
-    pub fn from_checkpoint(config: &ModelConfig, json: &Path) -> anyhow::Result<Self> {
-        let device = Device::Cpu;
-        let ckpt = fabnet_train::load_checkpoint(json, &device)
+    pub fn from_checkpoint(
+        config: &ModelConfig,
+        json: &Path,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let ckpt = fabnet_train::load_checkpoint(json, device)
             .with_context(|| format!("cannot load checkpoint {}", json.display()))?;
         let objective = match ckpt
             .meta
@@ -135,8 +146,8 @@ impl Embedder {
             "checkpoint {} does not fit the model (is --preset right?): {report}",
             json.display()
         );
-        let vb = VarBuilder::from_tensors(state.into_iter().collect(), DType::F32, &device);
-        Ok(Self::new(config, Encoder::new(config, &vb)?))
+        let vb = VarBuilder::from_tensors(state.into_iter().collect(), DType::F32, device);
+        Ok(Self::new(config, Encoder::new(config, &vb)?, device))
     }
 
     /// Side S of the square input images, pixels.

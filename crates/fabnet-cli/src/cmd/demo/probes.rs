@@ -209,10 +209,12 @@ fn features(
     let config = fabnet_train::model_config(&plan.preset)?;
     let embedder = match method {
         Method::Pixels => return pixel_features(plan, sets),
-        Method::RandomInit => Embedder::random_init(&config, plan.seed)?,
-        Method::Trained(run) => {
-            Embedder::from_checkpoint(&config, &plan.final_checkpoint(out, run))?
-        }
+        Method::RandomInit => Embedder::random_init(&config, plan.seed, &candle_core::Device::Cpu)?,
+        Method::Trained(run) => Embedder::from_checkpoint(
+            &config,
+            &plan.final_checkpoint(out, run),
+            &candle_core::Device::Cpu,
+        )?,
     };
     let jobs: Vec<Job> = sets
         .images
