@@ -17,9 +17,10 @@
 //! Other devices use candle's conv2d.
 
 use super::storage::{
-    dispatch2, dispatch3, give_scratch, min_items, sum_of_plane_sums, take_scratch, zeros, Kernel2,
+    dispatch2, dispatch3, give_scratch, min_items, sum_of_plane_sums, take_scratch, Kernel2,
     Kernel3,
 };
+use crate::memory::zeros;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 use std::any::TypeId;

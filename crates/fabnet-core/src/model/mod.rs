@@ -35,7 +35,7 @@ mod layers;
 mod loss;
 mod norm;
 mod spec;
-pub(crate) mod storage;
+mod storage;
 mod weights;
 
 pub use act::leaky_relu;

@@ -10,7 +10,8 @@
 //! updated with `momentum`, running statistics in eval mode. Other devices
 //! use candle-nn's BatchNorm with the same semantics.
 
-use super::storage::{contiguous, dispatch3, min_items, sum_of_plane_sums, zeros, Kernel3};
+use super::storage::{contiguous, dispatch3, min_items, sum_of_plane_sums, Kernel3};
+use crate::memory::zeros;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var, WithDType};
 use rayon::prelude::*;

@@ -1,9 +1,10 @@
 //! What the model's fused CPU ops share: typed views of candle's CPU
-//! storages and the f32/f64 dispatch of a kernel written once, generically.
+//! storages, the f32/f64 dispatch of a kernel written once, generically,
+//! per-thread scratch buffers, ordered f64 plane sums, and the switch to
+//! the generic (device-independent) path.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result, WithDType};
-use rayon::prelude::*;
 
 /// The contiguous elements of `l` in `s`, or an error naming `op`.
 pub(crate) fn contiguous<'a, T: WithDType>(
@@ -55,31 +56,6 @@ pub(crate) fn sum_of_plane_sums<T: Copy>(planes: &[&[T]], f: impl Fn(T) -> f64) 
         total += plane.iter().map(|v| f(*v)).sum::<f64>();
     }
     total
-}
-
-/// Elements from which [`zeros`] has the cores write them in parallel.
-const PARALLEL_ZEROS: usize = 1 << 16;
-
-/// `len` copies of `zero`, written by all cores for large buffers. The ops
-/// allocate their outputs on the calling thread, where a plain
-/// `vec![zero; len]` of megabytes is a memset the other cores wait for
-/// (about 2 % of a training step's time on 2 cores).
-pub(crate) fn zeros<T: Copy + Send + Sync>(len: usize, zero: T) -> Vec<T> {
-    if len < PARALLEL_ZEROS {
-        return vec![zero; len];
-    }
-    let mut v = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len]
-        .par_chunks_mut(PARALLEL_ZEROS)
-        .for_each(|chunk| {
-            for e in chunk {
-                e.write(zero);
-            }
-        });
-    // SAFETY: the capacity is at least `len`, and every element below `len`
-    // was written above.
-    unsafe { v.set_len(len) };
-    v
 }
 
 thread_local! {
@@ -255,25 +231,5 @@ mod tests {
         let caught = std::panic::catch_unwind(|| super::with_generic(|| panic!("inside")));
         assert!(caught.is_err());
         assert!(super::fused_cpu(&x));
-    }
-
-    /// Below, at and above the parallel threshold (whose chunks leave a
-    /// remainder), every element is the given zero, also a negative one.
-    #[test]
-    fn zeros_fills_every_element_at_every_size() {
-        for len in [
-            0,
-            1,
-            super::PARALLEL_ZEROS - 1,
-            super::PARALLEL_ZEROS,
-            3 * super::PARALLEL_ZEROS + 5,
-        ] {
-            let v = super::zeros(len, -0.0f32);
-            assert_eq!(v.len(), len);
-            assert!(
-                v.iter().all(|x| x.to_bits() == (-0.0f32).to_bits()),
-                "len {len}"
-            );
-        }
     }
 }

@@ -21,7 +21,7 @@
 //! when there are fewer batch items than threads, a private partial buffer
 //! summed afterwards.
 
-use crate::model::storage::zeros;
+use crate::memory::zeros;
 use candle_core::WithDType;
 use rayon::prelude::*;
 

@@ -21,7 +21,8 @@
 //! so the same kernels run the encoder.
 
 use super::{gather_strided, Geometry};
-use crate::model::storage::{give_scratch, min_items, take_scratch, zeros};
+use crate::memory::zeros;
+use crate::model::storage::{give_scratch, min_items, take_scratch};
 use rayon::prelude::*;
 
 /// Output channels per register block.
