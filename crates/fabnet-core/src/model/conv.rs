@@ -967,6 +967,13 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
         let kk = g.k * g.k;
         let lanes = (2 * rayon::current_num_threads()).clamp(1, g.c);
         let per_lane = g.c.div_ceil(lanes);
+        // With one tile (the deep layers) every lane needs the same gathered
+        // gradient: gather it once, with all cores, instead of once a lane.
+        let shared_dyc = (tiles.len() == 1).then(|| {
+            let mut d = zeros(g.c_out * widest, T::zero());
+            gather_grad(dy, g, tiles[0], &mut d);
+            d
+        });
         let mut transposed = zeros(g.depth() * g.c_out, T::zero());
         transposed
             .par_chunks_mut(per_lane * kk * g.c_out)
@@ -976,7 +983,12 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
                 let rows = dst.len() / g.c_out;
                 let c1 = c0 + rows / kk;
                 let mut cols = take_scratch::<T>(rows * widest);
-                let mut dyc = take_scratch::<T>(g.c_out * widest);
+                let own_dyc = if shared_dyc.is_some() {
+                    0
+                } else {
+                    g.c_out * widest
+                };
+                let mut dyc = take_scratch::<T>(own_dyc);
                 let mut part = take_scratch::<T>(rows * g.c_out);
                 let mut sum = if one_block {
                     Vec::new()
@@ -993,7 +1005,13 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
                 for &tile in &tiles {
                     let width = (tile.1 - tile.0) * wo;
                     im2col(x, g, tile, (c0, c1), &mut cols);
-                    gather_grad(dy, g, tile, &mut dyc);
+                    let dyc: &[T] = match &shared_dyc {
+                        Some(shared) => shared,
+                        None => {
+                            gather_grad(dy, g, tile, &mut dyc);
+                            &dyc
+                        }
+                    };
                     for k0 in (0..width).step_by(SUM_BLOCK) {
                         let kb = SUM_BLOCK.min(width - k0);
                         if summed > 0 && summed + kb > SUM_BLOCK {
