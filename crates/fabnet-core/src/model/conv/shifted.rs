@@ -302,6 +302,7 @@ fn pack(
 /// without the view ever being stored.
 fn space_to_depth_into(x: &[f32], g: &Geometry, plane: usize, xp: &mut [f32]) {
     let (h2, w2) = ((g.h + 2 * g.padding) / 2, (g.w + 2 * g.padding) / 2);
+    debug_assert!(h2 * w2 <= plane);
     xp.fill(0.0);
     for (src, planes) in x
         .chunks_exact(g.h * g.w)
@@ -316,7 +317,6 @@ fn space_to_depth_into(x: &[f32], g: &Geometry, plane: usize, xp: &mut [f32]) {
             }
         }
     }
-    debug_assert!(h2 * w2 <= plane);
 }
 
 /// `stage` for [`run`]: sample `b` of `x` for the plan of `g`, padded, or
