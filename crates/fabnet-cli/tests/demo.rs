@@ -1,5 +1,5 @@
 //! `fabnet demo --quick` end to end (what `cargo xtask demo --quick` runs): the report and its
-//! pictures exist, every probe number is finite, trained FAb-Net's landmark error is below the
+//! pictures exist, every probe number is finite, FAb-Net + curriculum's landmark error is below the
 //! random-init encoder's, and a rerun reuses every finished stage.
 
 use std::path::Path;
@@ -14,7 +14,7 @@ fn demo(out: &Path) -> Output {
 }
 
 #[test]
-fn quick_demo_reports_and_fabnet_beats_random_init_on_landmarks() {
+fn quick_demo_reports_and_fabnet_curriculum_beats_random_init_on_landmarks() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
     let first = demo(&out);
@@ -27,7 +27,7 @@ fn quick_demo_reports_and_fabnet_beats_random_init_on_landmarks() {
         "probes.png",
         "loss.png",
         "retrieval.png",
-        "reconstructions-fabnet.png",
+        "reconstructions-fabnet-curriculum.png",
     ] {
         let img = image::open(out.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
         assert!(img.width() > 100 && img.height() > 100, "{png} is tiny");
@@ -40,7 +40,7 @@ fn quick_demo_reports_and_fabnet_beats_random_init_on_landmarks() {
         .iter()
         .map(|m| m["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["pixels", "random-init", "fabnet"]);
+    assert_eq!(names, ["pixels", "random-init", "fabnet-curriculum"]);
     let number = |m: &serde_json::Value, pointer: &str| -> f64 {
         let v = m.pointer(pointer).and_then(|v| v.as_f64());
         let v = v.unwrap_or_else(|| panic!("{} has no number at {pointer}: {m}", m["name"]));
@@ -66,7 +66,7 @@ fn quick_demo_reports_and_fabnet_beats_random_init_on_landmarks() {
         let (ours, theirs) = (number(fabnet, p), number(random, p));
         assert!(
             ours < theirs,
-            "trained FAb-Net's {p} is {ours:.2}, not below the random-init encoder's {theirs:.2}\n{report}"
+            "FAb-Net + curriculum's {p} is {ours:.2}, not below the random-init encoder's {theirs:.2}\n{report}"
         );
     }
 
@@ -74,7 +74,7 @@ fn quick_demo_reports_and_fabnet_beats_random_init_on_landmarks() {
     let second = demo(&out);
     let log = String::from_utf8_lossy(&second.stderr).into_owned();
     assert!(second.status.success(), "rerun failed:\n{log}");
-    for stage in ["synth", "extract", "train-fabnet", "probe"] {
+    for stage in ["synth", "extract", "train-fabnet-curriculum", "probe"] {
         assert!(
             log.contains(&format!("stage {stage}: already done")),
             "stage {stage} was not reused:\n{log}"

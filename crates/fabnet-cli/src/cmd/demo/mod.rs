@@ -34,8 +34,8 @@ pub struct DemoArgs {
     /// for those sizes.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// A smoke test of about 2 minutes: 1-source FAb-Net (1000 steps) against random-init and
-    /// pixels. (The curriculum variant is left out: at this budget it has not started to learn.)
+    /// A smoke test of about 4 minutes: FAb-Net + curriculum (3000 steps) against random-init and
+    /// pixels.
     #[arg(long, conflicts_with = "full")]
     quick: bool,
     /// The long run (hours on 2 cores): the `small` model, more identities, 3000 steps per run

@@ -11,7 +11,7 @@ const PAPER_PATIENCE_EPOCHS: u32 = 16;
 /// How long the demo runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DemoSize {
-    /// About 2 minutes: a smoke test.
+    /// About 4 minutes: a smoke test (FAb-Net + curriculum against random init and pixels).
     Quick,
     /// About 15 minutes on 2 cores.
     Default,
@@ -160,9 +160,13 @@ impl DemoPlan {
             pixel_side: 32,
         };
         let mut plan = match size {
+            // The minimum: FAb-Net + curriculum against random init and pixels. The
+            // curriculum needs its 1.5× of 2000 steps here: after 1000 steps it was behind random
+            // init (23.0 % 5-point NME against 17.7), after 2000 still (18.1), after 3000 ahead
+            // (16.7); the plain run passes at 1000, but the claim is about the paper's variant.
             DemoSize::Quick => DemoPlan {
                 corpus: (60, 2, 50, 128),
-                runs: vec![fabnet(1000)],
+                runs: vec![curriculum(curriculum_steps(2000))],
                 ..base
             },
             DemoSize::Default => DemoPlan {
