@@ -10,8 +10,9 @@
 //! 4×4 transform, a GEMM `M[ξ] = U[ξ] (C_out × C) @ V[ξ] (C × tiles)`, which
 //! the `gemm` crate runs. The transforms work on whole rows of tiles, so
 //! that their loops run over contiguous slices: a tile's four patch columns
-//! are the even and odd columns of the padded input rows, deinterleaved
-//! once per row.
+//! are the even and odd columns of the padded input rows. The input
+//! transform splits them sixteen tiles at a time with AVX-512 permutes where
+//! the CPU has them (same sums, bit for bit), else one row at a time.
 //!
 //! The input gradient of such a conv is the same conv of the upstream
 //! gradient with the kernels flipped and the channels swapped. The weight
