@@ -10,9 +10,10 @@
 //! 4×4 transform, a GEMM `M[ξ] = U[ξ] (C_out × C) @ V[ξ] (C × tiles)`, which
 //! the `gemm` crate runs. The transforms work on whole rows of tiles, so
 //! that their loops run over contiguous slices: a tile's four patch columns
-//! are the even and odd columns of the padded input rows. The input
-//! transform splits them sixteen tiles at a time with AVX-512 permutes where
-//! the CPU has them (same sums, bit for bit), else one row at a time.
+//! are the even and odd columns of the padded input rows. The input,
+//! output and gradient transforms split (or, for the output, interleave)
+//! them sixteen tiles at a time with AVX-512 permutes where the CPU has
+//! them, the same sums bit for bit (tests compare), else one row at a time.
 //!
 //! The input gradient of such a conv is the same conv of the upstream
 //! gradient with the kernels flipped and the channels swapped. The weight
@@ -328,6 +329,119 @@ unsafe fn transform_output(
     bias: Option<&[f32]>,
     out: SyncPtr,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if super::shifted::avx512() {
+        // SAFETY: the CPU has AVX-512F; the output contract is the caller's.
+        unsafe { transform_output_avx512(m, s, rows, bias, out) };
+        return;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { transform_output_scalar(m, s, rows, bias, out) };
+}
+
+/// Lanes `0..n` (at most 16) of a 16-float vector.
+#[cfg(target_arch = "x86_64")]
+fn first_lanes(n: usize) -> u16 {
+    ((1u32 << n.min(16)) - 1) as u16
+}
+
+/// [`transform_output_scalar`] with AVX-512, bit for bit: sixteen tiles at a
+/// time, the same sums in the same order, the left and right columns
+/// interleaved by two permutes and stored with masks.
+///
+/// # Safety
+/// The CPU must have AVX-512F; the output contract of [`transform_output`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_output_avx512(
+    m: &[f32],
+    s: Shape,
+    rows: (usize, usize),
+    bias: Option<&[f32]>,
+    out: SyncPtr,
+) {
+    use std::arch::x86_64::*;
+    let (th, tw) = s.tiles();
+    let tiles = (rows.1 - rows.0) * tw;
+    let plane = s.h * s.w;
+    assert!(m.len() >= XI * s.c_out * tiles);
+    let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for o in 0..s.c_out {
+        let add = _mm512_set1_ps(bias.map_or(0.0, |b| b[o]));
+        for (i, row) in (rows.0..rows.1).enumerate() {
+            let (b, ty) = (row / th, row % th);
+            let base = o * tiles + i * tw;
+            for r in 0..2 {
+                let y = 2 * ty + r;
+                if y >= s.h {
+                    break;
+                }
+                // SAFETY: the row lies inside the output (the caller's
+                // contract).
+                let dst = unsafe { out.get().add((b * s.c_out + o) * plane + y * s.w) };
+                for t0 in (0..tw).step_by(16) {
+                    let lanes = first_lanes(tw - t0);
+                    // Aᵀ M: row 0 is M0 + M1 + M2, row 1 is M1 − M2 − M3.
+                    let mut sums = [_mm512_setzero_ps(); 4];
+                    for (j, sum) in sums.iter_mut().enumerate() {
+                        // A plain loop, not a closure: closures do not
+                        // inherit AVX-512 and would run as calls.
+                        let mut ms = [_mm512_setzero_ps(); 4];
+                        for (k, v) in ms.iter_mut().enumerate() {
+                            // SAFETY: tiles t0.. of this tile row, masked to
+                            // the row's tiles, inside m by the assertion.
+                            *v = unsafe {
+                                _mm512_maskz_loadu_ps(
+                                    lanes,
+                                    m.as_ptr().add((4 * k + j) * s.c_out * tiles + base + t0),
+                                )
+                            };
+                        }
+                        let [m0, m1, m2, m3] = ms;
+                        *sum = if r == 0 {
+                            _mm512_add_ps(_mm512_add_ps(m0, m1), m2)
+                        } else {
+                            _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3)
+                        };
+                    }
+                    let [s0, s1, s2, s3] = sums;
+                    let left = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), s2), add);
+                    let right = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s1, s2), s3), add);
+                    // Output columns 2·t0.. of this row: a pair per tile, an
+                    // odd width ending with a left column alone.
+                    let width = s.w - 2 * t0;
+                    // SAFETY: masked to the row's remaining `width` columns.
+                    unsafe {
+                        let at = dst.add(2 * t0);
+                        _mm512_mask_storeu_ps(
+                            at,
+                            first_lanes(width),
+                            _mm512_permutex2var_ps(left, low, right),
+                        );
+                        _mm512_mask_storeu_ps(
+                            at.add(16),
+                            first_lanes(width.saturating_sub(16)),
+                            _mm512_permutex2var_ps(left, high, right),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`transform_output`] one row of tiles at a time.
+///
+/// # Safety
+/// The output contract of [`transform_output`].
+unsafe fn transform_output_scalar(
+    m: &[f32],
+    s: Shape,
+    rows: (usize, usize),
+    bias: Option<&[f32]>,
+    out: SyncPtr,
+) {
     let (th, tw) = s.tiles();
     let tiles = (rows.1 - rows.0) * tw;
     let plane = s.h * s.w;
@@ -492,6 +606,106 @@ pub(super) fn weight_grad_fits(g: &Geometry) -> bool {
 /// (`16 × c_out × tiles`): the adjoint of the output transform, from the
 /// 2×2 blocks of the upstream gradient `dy` `(N, c_out, h, w)`.
 fn transform_grad(dy: &[f32], s: Shape, rows: (usize, usize), dm: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::shifted::avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { transform_grad_avx512(dy, s, rows, dm) };
+        return;
+    }
+    transform_grad_scalar(dy, s, rows, dm);
+}
+
+/// [`transform_grad_scalar`] with AVX-512, bit for bit: sixteen tiles at a
+/// time, the left and right columns split from masked loads by two
+/// permutes, then the same sums, differences and negations.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_grad_avx512(dy: &[f32], s: Shape, rows: (usize, usize), dm: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (th, tw) = s.tiles();
+    let tiles = (rows.1 - rows.0) * tw;
+    let plane = s.h * s.w;
+    assert!(dy.len() >= s.n * s.c_out * plane && rows.1 <= s.n * th);
+    assert!(dm.len() >= XI * s.c_out * tiles);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    /// `-v` as Rust computes it: the sign bit flipped (0 − v would give +0
+    /// for +0).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn negate(v: __m512) -> __m512 {
+        let sign = _mm512_set1_epi32(i32::MIN);
+        _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sign))
+    }
+    let step = s.c_out * tiles;
+    for o in 0..s.c_out {
+        for (i, row) in (rows.0..rows.1).enumerate() {
+            let (b, ty) = (row / th, row % th);
+            let src = &dy[(b * s.c_out + o) * plane..][..plane];
+            for t0 in (0..tw).step_by(16) {
+                let lanes = first_lanes(tw - t0);
+                // Per block row: A on its left and right columns, [l, l + r, l − r, −r].
+                let mut mixed = [[_mm512_setzero_ps(); 4]; 2];
+                for (r, mix) in mixed.iter_mut().enumerate() {
+                    let y = 2 * ty + r;
+                    let (mut left, mut right) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                    if y < s.h {
+                        // Columns 2·t0.. of the row, zeros past its end.
+                        let width = s.w - 2 * t0;
+                        // SAFETY: masked to the row's remaining columns.
+                        let (a0, a1) = unsafe {
+                            let p = src.as_ptr().add(y * s.w + 2 * t0);
+                            (
+                                _mm512_maskz_loadu_ps(first_lanes(width), p),
+                                _mm512_maskz_loadu_ps(
+                                    first_lanes(width.saturating_sub(16)),
+                                    p.wrapping_add(16),
+                                ),
+                            )
+                        };
+                        left = _mm512_permutex2var_ps(a0, even, a1);
+                        right = _mm512_permutex2var_ps(a0, odd, a1);
+                    }
+                    *mix = [
+                        left,
+                        _mm512_add_ps(left, right),
+                        _mm512_sub_ps(left, right),
+                        negate(right),
+                    ];
+                }
+                // A on the rows: ξ row 0 is row 0, 1 the sum, 2 the
+                // difference, 3 minus row 1.
+                let [top, bottom] = mixed;
+                for j in 0..4 {
+                    let rows4 = [
+                        top[j],
+                        _mm512_add_ps(top[j], bottom[j]),
+                        _mm512_sub_ps(top[j], bottom[j]),
+                        negate(bottom[j]),
+                    ];
+                    for (pr, v) in rows4.into_iter().enumerate() {
+                        // SAFETY: tiles t0.. of this tile row, masked to the
+                        // row's tiles, inside dm by the assertion.
+                        unsafe {
+                            _mm512_mask_storeu_ps(
+                                dm.as_mut_ptr()
+                                    .add((pr * 4 + j) * step + o * tiles + i * tw + t0),
+                                lanes,
+                                v,
+                            )
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`transform_grad`] one row of tiles at a time.
+fn transform_grad_scalar(dy: &[f32], s: Shape, rows: (usize, usize), dm: &mut [f32]) {
     let (th, tw) = s.tiles();
     let tiles = (rows.1 - rows.0) * tw;
     let plane = s.h * s.w;
@@ -630,52 +844,120 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: Geometry, dw: &mut [f32]) {
 mod tests {
     use super::*;
 
+    /// Sizes below, at and past one and two groups of sixteen tiles, odd
+    /// sizes among them: (n, channels, h, w).
+    const SIZES: [(usize, usize, usize, usize); 6] = [
+        (2, 3, 8, 8),
+        (1, 2, 5, 7),
+        (2, 2, 16, 16),
+        (1, 3, 9, 33),
+        (2, 1, 32, 32),
+        (1, 2, 4, 66),
+    ];
+
+    /// Values with ±0 among them and magnitudes from 1e-2 to 1e2.
+    fn values(len: usize, seed: f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| match i % 7 {
+                0 => 0.0,
+                1 => -0.0,
+                _ => ((i as f32) * 0.731 + seed).sin() * 10f32.powi((i % 5) as i32 - 2),
+            })
+            .collect()
+    }
+
+    fn assert_same_bits(scalar: &[f32], vector: &[f32], what: &str) {
+        assert_eq!(scalar.len(), vector.len());
+        for (i, (a, b)) in scalar.iter().zip(vector).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "{what} at {i}: {a} vs {b}");
+        }
+    }
+
+    /// Whole batches, a run from the second tile row, and one tile row.
+    fn row_ranges(s: Shape) -> [(usize, usize); 3] {
+        let rows = s.n * s.tiles().0;
+        [(0, rows), (1, rows), (0, 1)]
+    }
+
+    fn shape_of((n, c, h, w): (usize, usize, usize, usize)) -> Shape {
+        Shape {
+            n,
+            c_in: c,
+            c_out: c,
+            h,
+            w,
+            budget: usize::MAX,
+        }
+    }
+
+    fn skip_without_avx512() -> bool {
+        let skip = !super::super::shifted::avx512();
+        if skip {
+            eprintln!("skipped: this CPU has no AVX-512F, so only the scalar transforms run");
+        }
+        skip
+    }
+
     #[test]
     fn vector_input_transform_equals_the_scalar_one_bit_for_bit() {
-        if !super::super::shifted::avx512() {
-            eprintln!("skipped: this CPU has no AVX-512F, so only the scalar transform runs");
+        if skip_without_avx512() {
             return;
         }
-        // Widths below, at and past one and two groups of sixteen tiles, odd
-        // sizes, and values that include ±0 and large magnitudes.
-        for (n, c_in, h, w) in [
-            (2, 3, 8, 8),
-            (1, 2, 5, 7),
-            (2, 2, 16, 16),
-            (1, 3, 9, 33),
-            (2, 1, 32, 32),
-            (1, 2, 4, 66),
-        ] {
-            let s = Shape {
-                n,
-                c_in,
-                c_out: 1,
-                h,
-                w,
-                budget: usize::MAX,
-            };
-            let x: Vec<f32> = (0..n * c_in * h * w)
-                .map(|i| match i % 7 {
-                    0 => 0.0,
-                    1 => -0.0,
-                    _ => ((i as f32) * 0.731).sin() * 10f32.powi((i % 5) as i32 - 2),
-                })
-                .collect();
-            let (th, tw) = s.tiles();
-            for rows in [(0, n * th), (1, n * th), (0, 1)] {
-                let len = XI * c_in * (rows.1 - rows.0) * tw;
-                let mut scalar = vec![f32::NAN; len];
-                let mut vector = vec![f32::NAN; len];
+        for size in SIZES {
+            let s = shape_of(size);
+            let x = values(s.n * s.c_in * s.h * s.w, 0.0);
+            for rows in row_ranges(s) {
+                let len = XI * s.c_in * (rows.1 - rows.0) * s.tiles().1;
+                let (mut scalar, mut vector) = (vec![f32::NAN; len], vec![f32::NAN; len]);
                 transform_input_scalar(&x, s, rows, &mut scalar);
                 // SAFETY: checked above.
                 unsafe { transform_input_avx512(&x, s, rows, &mut vector) };
-                for (i, (a, b)) in scalar.iter().zip(&vector).enumerate() {
-                    assert_eq!(
-                        a.to_bits(),
-                        b.to_bits(),
-                        "{n}×{c_in}×{h}×{w} rows {rows:?} at {i}: {a} vs {b}"
-                    );
+                assert_same_bits(&scalar, &vector, &format!("{size:?} rows {rows:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn vector_output_transform_equals_the_scalar_one_bit_for_bit() {
+        if skip_without_avx512() {
+            return;
+        }
+        for size in SIZES {
+            let s = shape_of(size);
+            for rows in row_ranges(s) {
+                let m = values(XI * s.c_out * (rows.1 - rows.0) * s.tiles().1, 1.0);
+                let bias = values(s.c_out, 2.0);
+                for bias in [None, Some(&bias[..])] {
+                    // Outputs outside `rows` stay NaN in both.
+                    let len = s.n * s.c_out * s.h * s.w;
+                    let (mut scalar, mut vector) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+                    // SAFETY: each buffer is the whole output, one thread.
+                    unsafe {
+                        transform_output_scalar(&m, s, rows, bias, SyncPtr(scalar.as_mut_ptr()));
+                        transform_output_avx512(&m, s, rows, bias, SyncPtr(vector.as_mut_ptr()));
+                    }
+                    let what = format!("{size:?} rows {rows:?} bias {}", bias.is_some());
+                    assert_same_bits(&scalar, &vector, &what);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn vector_gradient_transform_equals_the_scalar_one_bit_for_bit() {
+        if skip_without_avx512() {
+            return;
+        }
+        for size in SIZES {
+            let s = shape_of(size);
+            let dy = values(s.n * s.c_out * s.h * s.w, 3.0);
+            for rows in row_ranges(s) {
+                let len = XI * s.c_out * (rows.1 - rows.0) * s.tiles().1;
+                let (mut scalar, mut vector) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+                transform_grad_scalar(&dy, s, rows, &mut scalar);
+                // SAFETY: checked above.
+                unsafe { transform_grad_avx512(&dy, s, rows, &mut vector) };
+                assert_same_bits(&scalar, &vector, &format!("{size:?} rows {rows:?}"));
             }
         }
     }
