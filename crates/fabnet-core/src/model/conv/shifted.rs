@@ -205,7 +205,13 @@ fn run(
 
 /// Copies `x` `(C_in, H, W)` into zero-padded planes.
 fn pad_into(x: &[f32], p: Plan, xp: &mut [f32]) {
-    let (wp, plane) = (p.wp(), p.plane());
+    pad_into_planes(x, p, p.plane(), xp);
+}
+
+/// [`pad_into`] with planes of `plane ≥ (H + 2·padding) · Wp` elements.
+fn pad_into_planes(x: &[f32], p: Plan, plane: usize, xp: &mut [f32]) {
+    let wp = p.wp();
+    debug_assert!(plane >= (p.h + 2 * p.padding) * wp);
     xp.fill(0.0);
     for (src, dst) in x.chunks_exact(p.h * p.w).zip(xp.chunks_exact_mut(plane)) {
         for (y, row) in src.chunks_exact(p.w).enumerate() {
@@ -377,13 +383,19 @@ pub(super) fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, out:
 
 /// The input gradient of `g` (see [`applies`]) into `dx`: the conv of `dy`
 /// padded by `k − 1 − padding` with the flipped, transposed weights (of the
-/// space-to-depth view for stride 2).
+/// space-to-depth view for stride 2, computed parity by parity where
+/// [`by_parity`] takes it).
 pub(super) fn input_grad(dy: &[f32], weight: &[f32], g: Geometry, dx: &mut [f32]) {
-    let plan = Plan::of(&g);
-    let kk = plan.k * plan.k;
-    let packed = pack(plan.c_in, plan.c_out, kk, |c, o, t| {
-        Plan::weight(&g, weight, o, c, kk - 1 - t)
-    });
+    if g.stride == 2 && by_parity(&g, weight, dy, dx) {
+        return;
+    }
+    input_grad_on_grid(dy, weight, g, dx);
+}
+
+/// The stride-1 problem of `g`'s input gradient: the conv of `dy` padded by
+/// `k − 1 − padding` (of the space-to-depth view's plan for stride 2).
+fn transposed_plan(g: &Geometry) -> Plan {
+    let plan = Plan::of(g);
     let transposed = Plan {
         c_in: plan.c_out,
         h: plan.ho(),
@@ -393,10 +405,25 @@ pub(super) fn input_grad(dy: &[f32], weight: &[f32], g: Geometry, dx: &mut [f32]
         padding: plan.k - 1 - plan.padding,
     };
     debug_assert_eq!((transposed.ho(), transposed.wo()), (plan.h, plan.w));
+    transposed
+}
+
+/// `stage` for the input gradient: sample `b` of `dy` on zero-padded planes.
+fn stage_grad(dy: &[f32], transposed: Plan) -> impl Fn(usize, &mut [f32]) + Sync + '_ {
     let per_sample = transposed.c_in * transposed.h * transposed.w;
-    let stage = |b: usize, xp: &mut [f32]| {
-        pad_into(&dy[b * per_sample..][..per_sample], transposed, xp);
-    };
+    move |b, xp| pad_into(&dy[b * per_sample..][..per_sample], transposed, xp)
+}
+
+/// The input gradient over the whole output grid of the transposed plan,
+/// through the space-to-depth view for stride 2.
+fn input_grad_on_grid(dy: &[f32], weight: &[f32], g: Geometry, dx: &mut [f32]) {
+    let plan = Plan::of(&g);
+    let kk = plan.k * plan.k;
+    let packed = pack(plan.c_in, plan.c_out, kk, |c, o, t| {
+        Plan::weight(&g, weight, o, c, kk - 1 - t)
+    });
+    let transposed = transposed_plan(&g);
+    let stage = stage_grad(dy, transposed);
     if g.stride == 1 {
         run(stage, &packed, None, transposed, dx);
     } else {
@@ -404,6 +431,104 @@ pub(super) fn input_grad(dy: &[f32], weight: &[f32], g: Geometry, dx: &mut [f32]
         run(stage, &packed, None, transposed, &mut view);
         depth_to_space(&view, &g, dx);
     }
+}
+
+/// For one parity `d` (0 or 1) of a stride-2 conv's input rows (or
+/// columns) of length `len`: the view rows `i` whose pixel `2i + d −
+/// padding` lies inside the input, as a range.
+fn parity_range(g: &Geometry, d: usize, len: usize) -> (usize, usize) {
+    let lo = g.padding.saturating_sub(d).div_ceil(2);
+    let hi = (len + g.padding - d).div_ceil(2);
+    (lo, hi)
+}
+
+/// The input gradient of a stride-2 conv straight into `dx`, one parity of
+/// its pixels at a time: the view channels `4c + parity` are computed in
+/// blocks of one parity (channel `parity · C + c`), and only over the view
+/// rows and columns that land inside the input, where the whole view grid
+/// computes a row and a column more per channel (a quarter more work at 16
+/// pixels) and then goes through [`depth_to_space`]. Each value is the same
+/// sum as the view's, so `dx` is the same bit for bit. The padded planes
+/// are made long enough for the blocks of every parity. Returns false,
+/// having written nothing, when the channels are not whole register blocks;
+/// the caller then takes the view.
+fn by_parity(g: &Geometry, weight: &[f32], dy: &[f32], dx: &mut [f32]) -> bool {
+    if !g.c.is_multiple_of(MR) {
+        return false;
+    }
+    let transposed = transposed_plan(g);
+    let wp = transposed.wp();
+    let k = transposed.k;
+    let reach = (k - 1) * (wp + 1);
+    // Per parity (dy, dx): view rows, view columns, first and past-the-last grid pixel.
+    let windows: Vec<_> = (0..4)
+        .map(|parity| {
+            let rows = parity_range(g, parity / 2, g.h);
+            let cols = parity_range(g, parity % 2, g.w);
+            let start = rows.0 * wp + cols.0;
+            let end = (rows.1 - 1) * wp + cols.1;
+            (rows, cols, start, end)
+        })
+        .collect();
+    let plane = windows
+        .iter()
+        .map(|&(_, _, start, end)| start + (end - start).div_ceil(BLOCK) * BLOCK + reach)
+        .fold(transposed.plane(), usize::max);
+    let kk = k * k;
+    let c_in = transposed.c_in;
+    // Output channel `parity · C + c` is view channel `4c + parity`.
+    let view = |o: usize| 4 * (o % g.c) + o / g.c;
+    let packed = pack(4 * g.c, c_in, kk, |o, c, t| {
+        Plan::weight(g, weight, c, view(o), kk - 1 - t)
+    });
+    let offs: Vec<usize> = (0..kk).map(|t| (t / k) * wp + t % k).collect();
+    let image = g.h * g.w;
+    dx.par_chunks_mut(g.c * image)
+        .enumerate()
+        .for_each(|(b, dx)| {
+            let mut xp = take_scratch::<f32>(c_in * plane);
+            let sample =
+                &dy[b * c_in * transposed.h * transposed.w..][..c_in * transposed.h * transposed.w];
+            pad_into_planes(sample, transposed, plane, &mut xp[..c_in * plane]);
+            let mut acc = [0f32; MR * BLOCK];
+            for ob in 0..blocks_of(4 * g.c) {
+                let parity = ob * MR / g.c;
+                let (rows, cols, start, end) = windows[parity];
+                let (py, px) = (parity / 2, parity % 2);
+                let w = &packed[ob * c_in * kk * MR..][..c_in * kk * MR];
+                for q0 in (start..end).step_by(BLOCK) {
+                    // SAFETY: avx512f was detected by `applies`; xp holds
+                    // c_in planes of `plane` elements, and every load of the
+                    // block, below start + whole blocks + reach, stays inside
+                    // its plane (`plane` is the largest such bound).
+                    unsafe { block(&xp[..c_in * plane], plane, c_in, &offs, w, q0, &mut acc) };
+                    for o in 0..MR {
+                        let c = (ob * MR + o) % g.c;
+                        let dst = &mut dx[c * image..][..image];
+                        let row = &acc[o * BLOCK..][..BLOCK];
+                        let q1 = (q0 + BLOCK).min(end);
+                        let mut q = q0;
+                        while q < q1 {
+                            let (i, j) = (q / wp, q % wp);
+                            let stop = (q1 - q).min(wp - j);
+                            let (j0, j1) = (j.max(cols.0), (j + stop).min(cols.1));
+                            if (rows.0..rows.1).contains(&i) && j0 < j1 {
+                                let y = 2 * i + py - g.padding;
+                                let x0 = 2 * j0 + px - g.padding;
+                                scatter_strided(
+                                    &mut dst[y * g.w + x0..],
+                                    &row[q - q0 + (j0 - j)..][..j1 - j0],
+                                    2,
+                                );
+                            }
+                            q += stop;
+                        }
+                    }
+                }
+            }
+            give_scratch(xp);
+        });
+    true
 }
 
 /// Copies `dy` `(C_out, H_out, W_out)` onto the padded grid `(C_out, grid)`,
@@ -594,5 +719,75 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: Geometry, dw: &mut [f32]) {
 fn scatter_strided(dst: &mut [f32], src: &[f32], stride: usize) {
     for (d, v) in dst.iter_mut().step_by(stride).zip(src) {
         *d = *v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parity path's input gradient equals the view path's bit for bit:
+    /// the encoder's shapes (4×4, stride 2, padding 1) at 16 and 32 pixels,
+    /// a non-square one, odd sizes, and ±0 in the upstream gradient; channel
+    /// counts that are not whole blocks take the view path instead.
+    #[test]
+    fn parity_input_gradient_equals_the_view_path_bit_for_bit() {
+        if !avx512() {
+            eprintln!("skipped: this CPU has no AVX-512F, so the kernels do not run");
+            return;
+        }
+        // (n, C, C_out, H, W, whether the parity path takes it): 3 channels
+        // are not whole blocks.
+        for (n, c, c_out, h, w, taken) in [
+            (2, 8, 4, 32, 32, true),
+            (3, 4, 8, 32, 48, true),
+            (1, 8, 4, 34, 38, true),
+            (3, 4, 8, 16, 16, true),
+            (2, 3, 4, 32, 32, false),
+        ] {
+            let g = Geometry {
+                n,
+                c,
+                h,
+                w,
+                c_out,
+                k: 4,
+                stride: 2,
+                padding: 1,
+                budget: usize::MAX,
+                direct: false,
+                shifted: true,
+                winograd: false,
+            };
+            assert!(applies(&g), "{g:?}");
+            let weight: Vec<f32> = (0..c_out * c * 16)
+                .map(|i| (i as f32 * 0.61).sin())
+                .collect();
+            let dy: Vec<f32> = (0..n * c_out * g.out_h() * g.out_w())
+                .map(|i| {
+                    if i % 9 == 0 {
+                        -0.0
+                    } else {
+                        (i as f32 * 0.23).cos()
+                    }
+                })
+                .collect();
+            let len = n * c * h * w;
+            let mut parity = vec![f32::NAN; len];
+            let took = by_parity(&g, &weight, &dy, &mut parity);
+            assert_eq!(took, taken, "{g:?}");
+            if !took {
+                assert!(
+                    parity.iter().all(|v| v.is_nan()),
+                    "it wrote before declining"
+                );
+                continue;
+            }
+            let mut view = vec![0f32; len];
+            input_grad_on_grid(&dy, &weight, g, &mut view);
+            for (i, (a, b)) in parity.iter().zip(&view).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{g:?} at {i}: {a} vs {b}");
+            }
+        }
     }
 }
