@@ -726,6 +726,68 @@ fn scatter_strided(dst: &mut [f32], src: &[f32], stride: usize) {
 mod tests {
     use super::*;
 
+    /// The weight gradient and the forward do not depend on how many
+    /// threads share their tasks (ARCHITECTURE's invariant: the cut follows
+    /// the shapes alone), for a stride-2 and a stride-1 layer with a partial
+    /// group of samples and channels that are not whole blocks.
+    #[test]
+    fn results_are_the_same_on_any_number_of_threads() {
+        if !avx512() {
+            eprintln!("skipped: this CPU has no AVX-512F, so the kernels do not run");
+            return;
+        }
+        for (n, c, c_out, h, k, stride, padding) in
+            [(7, 3, 10, 32, 4, 2, 1), (5, 6, 2, 24, 3, 1, 1)]
+        {
+            let g = Geometry {
+                n,
+                c,
+                h,
+                w: h,
+                c_out,
+                k,
+                stride,
+                padding,
+                budget: usize::MAX,
+                direct: false,
+                shifted: true,
+                winograd: false,
+            };
+            assert!(applies(&g), "{g:?}");
+            let x: Vec<f32> = (0..n * c * h * h)
+                .map(|i| (i as f32 * 0.41).sin())
+                .collect();
+            let weight: Vec<f32> = (0..c_out * c * k * k)
+                .map(|i| (i as f32 * 0.29).cos())
+                .collect();
+            let bias: Vec<f32> = (0..c_out).map(|i| i as f32 * 0.1).collect();
+            let dy: Vec<f32> = (0..n * c_out * g.out_h() * g.out_w())
+                .map(|i| (i as f32 * 0.17).cos())
+                .collect();
+            let on = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut dw = vec![0f32; c_out * c * k * k];
+                let mut y = vec![0f32; dy.len()];
+                pool.install(|| {
+                    weight_grad(&x, &dy, g, &mut dw);
+                    forward(&x, &weight, &bias, g, &mut y);
+                });
+                (dw, y)
+            };
+            let one = on(1);
+            assert!(one.0.iter().any(|v| *v != 0.0) && one.1.iter().any(|v| *v != 0.0));
+            for threads in [2, 3] {
+                let many = on(threads);
+                for (a, b) in one.0.iter().chain(&one.1).zip(many.0.iter().chain(&many.1)) {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{g:?} on {threads} threads");
+                }
+            }
+        }
+    }
+
     /// The parity path's input gradient equals the view path's bit for bit:
     /// the encoder's shapes (4×4, stride 2, padding 1) at 16 and 32 pixels,
     /// a non-square one, odd sizes, and ±0 in the upstream gradient; channel
