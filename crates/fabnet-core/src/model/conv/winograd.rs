@@ -898,23 +898,32 @@ mod tests {
         skip
     }
 
+    /// A transform of tile rows (input, or the upstream gradient) against
+    /// its scalar version, on every size and row range.
+    type RowTransform = fn(&[f32], Shape, (usize, usize), &mut [f32]);
+    type VectorRowTransform = unsafe fn(&[f32], Shape, (usize, usize), &mut [f32]);
+
+    fn compare_row_transforms(seed: f32, scalar: RowTransform, vector: VectorRowTransform) {
+        for size in SIZES {
+            let s = shape_of(size);
+            let x = values(s.n * s.c_in * s.h * s.w, seed);
+            for rows in row_ranges(s) {
+                let len = XI * s.c_in * (rows.1 - rows.0) * s.tiles().1;
+                let (mut want, mut got) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+                scalar(&x, s, rows, &mut want);
+                // SAFETY: the callers check for AVX-512F first.
+                unsafe { vector(&x, s, rows, &mut got) };
+                assert_same_bits(&want, &got, &format!("{size:?} rows {rows:?}"));
+            }
+        }
+    }
+
     #[test]
     fn vector_input_transform_equals_the_scalar_one_bit_for_bit() {
         if skip_without_avx512() {
             return;
         }
-        for size in SIZES {
-            let s = shape_of(size);
-            let x = values(s.n * s.c_in * s.h * s.w, 0.0);
-            for rows in row_ranges(s) {
-                let len = XI * s.c_in * (rows.1 - rows.0) * s.tiles().1;
-                let (mut scalar, mut vector) = (vec![f32::NAN; len], vec![f32::NAN; len]);
-                transform_input_scalar(&x, s, rows, &mut scalar);
-                // SAFETY: checked above.
-                unsafe { transform_input_avx512(&x, s, rows, &mut vector) };
-                assert_same_bits(&scalar, &vector, &format!("{size:?} rows {rows:?}"));
-            }
-        }
+        compare_row_transforms(0.0, transform_input_scalar, transform_input_avx512);
     }
 
     #[test]
@@ -948,17 +957,6 @@ mod tests {
         if skip_without_avx512() {
             return;
         }
-        for size in SIZES {
-            let s = shape_of(size);
-            let dy = values(s.n * s.c_out * s.h * s.w, 3.0);
-            for rows in row_ranges(s) {
-                let len = XI * s.c_out * (rows.1 - rows.0) * s.tiles().1;
-                let (mut scalar, mut vector) = (vec![f32::NAN; len], vec![f32::NAN; len]);
-                transform_grad_scalar(&dy, s, rows, &mut scalar);
-                // SAFETY: checked above.
-                unsafe { transform_grad_avx512(&dy, s, rows, &mut vector) };
-                assert_same_bits(&scalar, &vector, &format!("{size:?} rows {rows:?}"));
-            }
-        }
+        compare_row_transforms(3.0, transform_grad_scalar, transform_grad_avx512);
     }
 }
