@@ -130,6 +130,7 @@ fn transform_input(x: &[f32], s: Shape, rows: (usize, usize), v: &mut [f32]) {
 
 /// The patch rows each transformed row `pr` of `Bᵀ d` combines: `d[a] ± d[b]`
 /// (`true`: +).
+#[cfg(target_arch = "x86_64")]
 const ROW_PAIRS: [(usize, usize, bool); 4] =
     [(0, 2, false), (1, 2, true), (2, 1, false), (1, 3, false)];
 
@@ -840,7 +841,8 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: Geometry, dw: &mut [f32]) {
         });
 }
 
-#[cfg(test)]
+// The tests compare the AVX-512 transforms, which exist on x86_64 only.
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
 
