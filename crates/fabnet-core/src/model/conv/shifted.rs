@@ -483,12 +483,12 @@ fn by_parity(g: &Geometry, weight: &[f32], dy: &[f32], dx: &mut [f32]) -> bool {
     });
     let offs: Vec<usize> = (0..kk).map(|t| (t / k) * wp + t % k).collect();
     let image = g.h * g.w;
+    let per_sample = c_in * transposed.h * transposed.w;
     dx.par_chunks_mut(g.c * image)
         .enumerate()
         .for_each(|(b, dx)| {
             let mut xp = take_scratch::<f32>(c_in * plane);
-            let sample =
-                &dy[b * c_in * transposed.h * transposed.w..][..c_in * transposed.h * transposed.w];
+            let sample = &dy[b * per_sample..][..per_sample];
             pad_into_planes(sample, transposed, plane, &mut xp[..c_in * plane]);
             let mut acc = [0f32; MR * BLOCK];
             for ob in 0..blocks_of(4 * g.c) {

@@ -128,6 +128,30 @@ fn transform_input(x: &[f32], s: Shape, rows: (usize, usize), v: &mut [f32]) {
     transform_input_scalar(x, s, rows, v);
 }
 
+/// Lanes `0..n` (at most 16) of a 16-float vector.
+#[cfg(target_arch = "x86_64")]
+fn first_lanes(n: usize) -> u16 {
+    ((1u32 << n.min(16)) - 1) as u16
+}
+
+/// The even and the odd elements of the 32 floats `a` then `b`, by two
+/// permutes.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn split_even_odd(
+    a: std::arch::x86_64::__m512,
+    b: std::arch::x86_64::__m512,
+) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512) {
+    use std::arch::x86_64::*;
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    (
+        _mm512_permutex2var_ps(a, even, b),
+        _mm512_permutex2var_ps(a, odd, b),
+    )
+}
+
 /// The patch rows each transformed row `pr` of `Bᵀ d` combines: `d[a] ± d[b]`
 /// (`true`: +).
 #[cfg(target_arch = "x86_64")]
@@ -153,8 +177,6 @@ unsafe fn transform_input_avx512(x: &[f32], s: Shape, rows: (usize, usize), v: &
     assert!(x.len() >= s.n * s.c_in * plane && rows.1 <= s.n * th);
     assert!(v.len() >= XI * s.c_in * tiles);
     let zero_line = vec![0f32; s.w];
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     // Lanes of a 16-float load from input column `start` (which may be −1)
     // that hold input columns 0..w; the others read as zero.
     let w = s.w as isize;
@@ -172,7 +194,7 @@ unsafe fn transform_input_avx512(x: &[f32], s: Shape, rows: (usize, usize), v: &
     // 2·t0 + k − 1) with their masks.
     let mut groups = Vec::with_capacity(tw.div_ceil(16));
     for t0 in (0..tw).step_by(16) {
-        let store = ((1u32 << (tw - t0).min(16)) - 1) as __mmask16;
+        let store = first_lanes(tw - t0);
         let mut starts = [0isize, 16, 2, 18];
         let mut masks = [0 as __mmask16; 4];
         for (start, mask) in starts.iter_mut().zip(&mut masks) {
@@ -217,10 +239,8 @@ unsafe fn transform_input_avx512(x: &[f32], s: Shape, rows: (usize, usize), v: &
                     }
                     let [a0, a1, b0, b1] = combined;
                     // re/ro: the even/odd padded columns from tile t0; re1/ro1 from t0 + 1.
-                    let re = _mm512_permutex2var_ps(a0, even, a1);
-                    let ro = _mm512_permutex2var_ps(a0, odd, a1);
-                    let re1 = _mm512_permutex2var_ps(b0, even, b1);
-                    let ro1 = _mm512_permutex2var_ps(b0, odd, b1);
+                    let (re, ro) = split_even_odd(a0, a1);
+                    let (re1, ro1) = split_even_odd(b0, b1);
                     // SAFETY: the masked stores write tiles t0..tw of this
                     // tile row in the four planes of `pr`, inside v by the
                     // assertion.
@@ -338,12 +358,6 @@ unsafe fn transform_output(
     }
     // SAFETY: the caller's contract.
     unsafe { transform_output_scalar(m, s, rows, bias, out) };
-}
-
-/// Lanes `0..n` (at most 16) of a 16-float vector.
-#[cfg(target_arch = "x86_64")]
-fn first_lanes(n: usize) -> u16 {
-    ((1u32 << n.min(16)) - 1) as u16
 }
 
 /// [`transform_output_scalar`] with AVX-512, bit for bit: sixteen tiles at a
@@ -631,8 +645,6 @@ unsafe fn transform_grad_avx512(dy: &[f32], s: Shape, rows: (usize, usize), dm: 
     let plane = s.h * s.w;
     assert!(dy.len() >= s.n * s.c_out * plane && rows.1 <= s.n * th);
     assert!(dm.len() >= XI * s.c_out * tiles);
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     /// `-v` as Rust computes it: the sign bit flipped (0 − v would give +0
     /// for +0).
     #[inline]
@@ -667,8 +679,7 @@ unsafe fn transform_grad_avx512(dy: &[f32], s: Shape, rows: (usize, usize), dm: 
                                 ),
                             )
                         };
-                        left = _mm512_permutex2var_ps(a0, even, a1);
-                        right = _mm512_permutex2var_ps(a0, odd, a1);
+                        (left, right) = split_even_odd(a0, a1);
                     }
                     *mix = [
                         left,
