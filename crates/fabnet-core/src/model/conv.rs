@@ -26,7 +26,11 @@ use rayon::prelude::*;
 use std::any::TypeId;
 
 mod shifted;
+mod upsampled;
 mod winograd;
+mod winograd4;
+
+pub use upsampled::upsample_conv2d;
 
 /// `s` as f32, when `T` is f32.
 fn as_f32<T: WithDType>(s: &[T]) -> Option<&[f32]> {
@@ -81,6 +85,17 @@ const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// few columns per task) 1.7× slower.
 const WINOGRAD_MIN_PIXELS: usize = 64;
 
+/// Output pixels per image for which [`Path::Fastest`] takes [`winograd4`].
+const WINOGRAD4_PIXELS: std::ops::RangeInclusive<usize> = 16..=256;
+
+/// Output pixels per image for which [`Path::Fastest`] takes [`winograd4`]
+/// for the weight gradient of a stride-1 conv.
+const WINOGRAD4_WEIGHT_GRAD_PIXELS: std::ops::RangeInclusive<usize> = 16..=1024;
+
+/// Output pixels per image for which [`Path::Fastest`] takes [`winograd4`]
+/// for a stride-2 conv.
+const WINOGRAD4_STRIDED_PIXELS: std::ops::RangeInclusive<usize> = 64..=256;
+
 /// Output channels up to which a layer runs as direct loops ([`direct`]).
 const DIRECT_MAX_OUT: usize = 4;
 
@@ -108,6 +123,10 @@ struct Geometry {
     shifted: bool,
     /// The forward and the input gradient by [`winograd`] (f32 only).
     winograd: bool,
+    /// The forward and the input gradient by [`winograd4`] (f32 only).
+    winograd4: bool,
+    /// The weight gradient by [`winograd4`] (f32 only).
+    winograd4_weight_grad: bool,
 }
 
 impl Geometry {
@@ -165,6 +184,9 @@ enum Path {
     /// [`winograd`] for the forward and the input gradient wherever it
     /// applies, [`shifted`] or the GEMM for the weight gradient.
     Winograd,
+    /// [`winograd4`] for the forward and the input gradient wherever it
+    /// applies, the weight gradient as `Fastest`.
+    Winograd4,
     /// [`direct`] always.
     Direct,
     /// im2col + GEMM always.
@@ -182,13 +204,28 @@ fn conv2d_with(
     budget: usize,
     path: Path,
 ) -> candle_core::Result<Tensor> {
-    let (cout, cin, kh, kw) = weight.dims4()?;
     if !super::storage::fused_cpu(x) {
+        let cout = weight.dims4()?.0;
         return x
             .conv2d(weight, padding, stride, 1, 1)?
             .broadcast_add(&bias.reshape((1, cout, 1, 1))?);
     }
-    let (n, c, h, w) = x.dims4()?;
+    let g = geometry(x.dims4()?, weight, bias, (stride, padding), budget, path)?;
+    x.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv(g))
+}
+
+/// The geometry and paths of a conv of an input of `dims` through `path`
+/// (see [`conv2d_with`]), or an error naming the mismatch.
+fn geometry(
+    (n, c, h, w): (usize, usize, usize, usize),
+    weight: &Tensor,
+    bias: &Tensor,
+    (stride, padding): (usize, usize),
+    budget: usize,
+    path: Path,
+) -> candle_core::Result<Geometry> {
+    let (cout, cin, kh, kw) = weight.dims4()?;
     if c != cin
         || kh != kw
         || h + 2 * padding < kh
@@ -198,7 +235,7 @@ fn conv2d_with(
     {
         candle_core::bail!(
             "conv2d: input {:?} does not fit kernel {:?} and bias {:?} with stride {stride} and padding {padding}",
-            x.dims(),
+            [n, c, h, w],
             weight.dims(),
             bias.dims()
         );
@@ -214,21 +251,30 @@ fn conv2d_with(
         padding,
         budget,
         direct: match path {
-            Path::Fastest => cout <= DIRECT_MAX_OUT,
+            Path::Fastest | Path::Winograd4 => cout <= DIRECT_MAX_OUT,
             Path::Direct => true,
             Path::Gemm | Path::Shifted | Path::Winograd => false,
         },
         shifted: false,
         winograd: false,
+        winograd4: false,
+        winograd4_weight_grad: false,
+    };
+    let fast4 = |[plain, strided]: [&std::ops::RangeInclusive<usize>; 2]| {
+        winograd4::applies(&g)
+            && g.c.min(g.c_out) >= WINOGRAD_MIN_CHANNELS
+            && if g.stride == 1 { plain } else { strided }.contains(&(g.out_h() * g.out_w()))
     };
     let g = Geometry {
         shifted: match path {
-            Path::Fastest => shifted::applies(&g) && g.out_w() >= SHIFTED_MIN_WIDTH,
+            Path::Fastest | Path::Winograd4 => {
+                shifted::applies(&g) && g.out_w() >= SHIFTED_MIN_WIDTH
+            }
             Path::Shifted => shifted::applies(&g),
             Path::Direct | Path::Gemm | Path::Winograd => false,
         },
         winograd: match path {
-            Path::Fastest => {
+            Path::Fastest | Path::Winograd4 => {
                 winograd::applies(&g)
                     && g.c.min(g.c_out) >= WINOGRAD_MIN_CHANNELS
                     && g.h * g.w >= WINOGRAD_MIN_PIXELS
@@ -236,10 +282,19 @@ fn conv2d_with(
             Path::Winograd => winograd::applies(&g),
             Path::Direct | Path::Gemm | Path::Shifted => false,
         },
+        winograd4: match path {
+            Path::Fastest => fast4([&WINOGRAD4_PIXELS, &WINOGRAD4_STRIDED_PIXELS]),
+            Path::Winograd4 => winograd4::applies(&g),
+            Path::Direct | Path::Gemm | Path::Shifted | Path::Winograd => false,
+        },
+        winograd4_weight_grad: match path {
+            Path::Fastest => fast4([&WINOGRAD4_WEIGHT_GRAD_PIXELS, &WINOGRAD4_STRIDED_PIXELS]),
+            Path::Winograd4 => winograd4::applies(&g),
+            Path::Direct | Path::Gemm | Path::Shifted | Path::Winograd => false,
+        },
         ..g
     };
-    x.contiguous()?
-        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv(g))
+    Ok(g)
 }
 
 /// `dst (m×n, row-major, row stride dst_rs) = [dst +] lhs (m×k) @ rhs (k×n)`
@@ -705,6 +760,17 @@ fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], g: Geometry) -> Vec<
     let (ho, wo) = (g.out_h(), g.out_w());
     let p = ho * wo;
     let mut out = zeros(g.n * g.c_out * p, T::zero());
+    if g.winograd4 {
+        if let (Some(x), Some(w), Some(b), Some(o)) = (
+            as_f32(x),
+            as_f32(weight),
+            as_f32(bias),
+            as_f32_mut(&mut out),
+        ) {
+            winograd4::forward(x, w, b, g, o);
+            return out;
+        }
+    }
     if g.winograd {
         if let (Some(x), Some(w), Some(b), Some(o)) = (
             as_f32(x),
@@ -839,6 +905,12 @@ struct InputGrad(Geometry);
 fn input_grad<T: WithDType>(dy: &[T], weight: &[T], g: Geometry) -> Vec<T> {
     let wo = g.out_w();
     let mut dx = zeros(g.n * g.c * g.h * g.w, T::zero());
+    if g.winograd4 {
+        if let (Some(dy), Some(w), Some(d)) = (as_f32(dy), as_f32(weight), as_f32_mut(&mut dx)) {
+            winograd4::input_grad(dy, w, g, d);
+            return dx;
+        }
+    }
     if g.winograd {
         if let (Some(dy), Some(w), Some(d)) = (as_f32(dy), as_f32(weight), as_f32_mut(&mut dx)) {
             winograd::input_grad(dy, w, g, d);
@@ -933,13 +1005,15 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
     let mut out = zeros(g.c_out * g.depth() + g.c_out, T::zero());
     let (dw, db) = out.split_at_mut(g.c_out * g.depth());
     let winograd = g.winograd && winograd::weight_grad_fits(&g);
-    let f32_kernel = if winograd || g.shifted {
+    let f32_kernel = if g.winograd4_weight_grad || winograd || g.shifted {
         (as_f32(x), as_f32(dy), as_f32_mut(dw))
     } else {
         (None, None, None)
     };
     if let (Some(x), Some(dy), Some(dw)) = f32_kernel {
-        if winograd {
+        if g.winograd4_weight_grad {
+            winograd4::weight_grad(x, dy, g, dw);
+        } else if winograd {
             winograd::weight_grad(x, dy, g, dw);
         } else {
             shifted::weight_grad(x, dy, g, dw);
@@ -1546,6 +1620,100 @@ mod tests {
         }
     }
 
+    /// [`super::winograd4`] against candle's conv and its gradients in
+    /// f64: 3×3 stride-1 and 4×4 stride-2 layers, output sides that are and
+    /// are not multiples of the 4×4 tile, channel counts that are and are not
+    /// multiples of 16, batches of one and two vectors of samples. The
+    /// tolerance is the transforms' rounding bound, as the other tests'.
+    #[test]
+    fn winograd4_matches_candle_in_f32() {
+        if !super::shifted::avx512() {
+            eprintln!(
+                "note: the AVX-512 Winograd F(4x4) kernels do not run on this CPU; not tested"
+            );
+            return;
+        }
+        for (n, cin, cout, h, w, k, stride) in [
+            (16, 16, 16, 4, 4, 3, 1),
+            (16, 20, 24, 8, 8, 3, 1),
+            (16, 17, 5, 6, 10, 3, 1),
+            (32, 16, 8, 16, 16, 3, 1),
+            // More tile columns than one f32 weight-gradient sum holds.
+            (48, 4, 4, 16, 16, 3, 1),
+            (16, 16, 32, 16, 16, 4, 2),
+            (16, 8, 16, 8, 8, 4, 2),
+            (32, 5, 7, 12, 20, 4, 2),
+            (16, 3, 16, 32, 32, 4, 2),
+        ] {
+            let Reference {
+                x,
+                wt,
+                b,
+                up,
+                out: theirs,
+                grads: expected,
+                ..
+            } = reference((n, cin, h, w), (cout, k, stride, 1));
+            let f32_var = |v: &Var| Var::from_tensor(&v.to_dtype(DType::F32).unwrap()).unwrap();
+            let (x32, w32, b32) = (f32_var(&x), f32_var(&wt), f32_var(&b));
+            poison_scratch();
+            let ours = conv2d_with(
+                x32.as_tensor(),
+                w32.as_tensor(),
+                b32.as_tensor(),
+                stride,
+                1,
+                TILE_BUDGET,
+                Path::Winograd4,
+            )
+            .unwrap();
+            let got = (ours.to_dtype(DType::F64).unwrap() * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let what = format!("{n}x{cin}->{cout} {h}x{w} k{k} stride {stride}");
+            // The view of a stride-2 conv has 4 channels per input channel.
+            let (view_in, view_out) = if stride == 1 {
+                (cin, cout)
+            } else {
+                (4 * cin, cout)
+            };
+            let bound = super::winograd4::rounding_bound(stride);
+            let tol = 4.0 * f32::EPSILON as f64 * view_in as f64 * bound;
+            let fwd = max_diff(&ours.to_dtype(DType::F64).unwrap(), &theirs);
+            assert!(fwd < tol, "forward {what}: {fwd}");
+            let dx = max_diff(
+                &got.get(&x32).unwrap().to_dtype(DType::F64).unwrap(),
+                expected.get(&x).unwrap(),
+            );
+            let tol_dx = 4.0 * f32::EPSILON as f64 * view_out as f64 * bound;
+            assert!(dx < tol_dx, "input gradient {what}: {dx}");
+            // dU sums a product of dM = A dY Aᵀ and V = Bᵀ d B per tile, and
+            // dW = Gᵀ dU G: the weight gradient's rounding bound per tile.
+            let dw = max_diff(
+                &got.get(&w32).unwrap().to_dtype(DType::F64).unwrap(),
+                expected.get(&wt).unwrap(),
+            );
+            let tiles = n * (h / stride).div_ceil(4) * (w / stride).div_ceil(4);
+            let tol_dw = 4.0
+                * f32::EPSILON as f64
+                * tiles as f64
+                * super::winograd4::weight_grad_bound(stride);
+            assert!(dw < tol_dw, "weight gradient {what}: {dw}");
+            let db = max_diff(
+                &got.get(&b32).unwrap().to_dtype(DType::F64).unwrap(),
+                expected.get(&b).unwrap(),
+            );
+            assert!(
+                db < 4.0 * f32::EPSILON as f64 * (n * h * w) as f64,
+                "bias gradient {what}: {db}"
+            );
+            eprintln!("{what}: forward {fwd:.2e} (bound {tol:.2e}), input gradient {dx:.2e} (bound {tol_dx:.2e}), weight gradient {dw:.2e} (bound {tol_dw:.2e})");
+        }
+    }
+
     /// The f32 kernels of [`super::shifted`] against candle's conv and its
     /// gradients in f64: square and odd sizes, 3×3 and 4×4 at stride 1, 4×4
     /// at stride 2,
@@ -1598,6 +1766,8 @@ mod tests {
                 direct: false,
                 shifted: false,
                 winograd: false,
+                winograd4: false,
+                winograd4_weight_grad: false,
             };
             if !super::shifted::avx512() {
                 eprintln!("note: the AVX-512 conv kernel does not run on this CPU; not tested");

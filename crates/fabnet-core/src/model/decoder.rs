@@ -6,7 +6,6 @@
 use super::act::leaky_relu;
 use super::config::ModelConfig;
 use super::layers::{Activation, ConvBlock};
-use crate::ops::upsample_bilinear2d;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -76,8 +75,12 @@ impl Decoder {
         let mut h = leaky_relu(z, 0.0)?;
         for block in &self.blocks {
             let (_, _, height, width) = h.dims4()?;
-            h = upsample_bilinear2d(&h, 2 * height, 2 * width, self.align_corners)?;
-            h = block.forward_t(&h, train)?;
+            h = block.forward_upsampled_t(
+                &h,
+                (2 * height, 2 * width),
+                self.align_corners,
+                train,
+            )?;
         }
         Ok(h)
     }

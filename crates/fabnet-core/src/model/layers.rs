@@ -3,7 +3,7 @@
 
 use super::act::leaky_relu;
 use super::config::{ConvPlan, GammaInit, ModelConfig};
-use super::conv::conv2d;
+use super::conv::{conv2d, upsample_conv2d};
 use super::norm::BatchNorm2d;
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -115,6 +115,31 @@ impl ConvBlock {
     /// statistics; in eval mode it uses the running statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = conv2d(x, &self.weight, &self.bias, self.stride, self.padding)?;
+        self.finish(&y, train)
+    }
+
+    /// [`ConvBlock::forward_t`] of `x` upsampled bilinearly to `size` (one
+    /// op for both on the CPU, see [`upsample_conv2d`]).
+    pub fn forward_upsampled_t(
+        &self,
+        x: &Tensor,
+        size: (usize, usize),
+        align_corners: bool,
+        train: bool,
+    ) -> Result<Tensor> {
+        let y = upsample_conv2d(
+            x,
+            size,
+            align_corners,
+            (&self.weight, &self.bias),
+            (self.stride, self.padding),
+        )?;
+        self.finish(&y, train)
+    }
+
+    /// The BatchNorm and activation after the conv's output `y`.
+    fn finish(&self, y: &Tensor, train: bool) -> Result<Tensor> {
+        let y = y.clone();
         let slope = match self.activation {
             Activation::LeakyRelu(s) if s >= 0.0 => Some(s),
             Activation::Relu => Some(0.0),

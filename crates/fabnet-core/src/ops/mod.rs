@@ -15,9 +15,9 @@
 #[cfg(feature = "cuda")]
 mod cuda;
 mod grid_sample;
-mod kernel;
+pub(crate) mod kernel;
 pub mod reference;
-mod upsample;
+pub(crate) mod upsample;
 
 use candle_core::{DType, Tensor};
 

@@ -752,6 +752,8 @@ mod tests {
                 direct: false,
                 shifted: true,
                 winograd: false,
+                winograd4: false,
+                winograd4_weight_grad: false,
             };
             assert!(applies(&g), "{g:?}");
             let x: Vec<f32> = (0..n * c * h * h)
@@ -820,6 +822,8 @@ mod tests {
                 direct: false,
                 shifted: true,
                 winograd: false,
+                winograd4: false,
+                winograd4_weight_grad: false,
             };
             assert!(applies(&g), "{g:?}");
             let weight: Vec<f32> = (0..c_out * c * 16)
