@@ -41,7 +41,7 @@ mod weights;
 pub use act::leaky_relu;
 pub use autoencoder::Autoencoder;
 pub use config::{GammaInit, ModelConfig};
-pub use conv::conv2d;
+pub use conv::{conv2d, upsample_conv2d};
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use fabnet::{FabNet, Reconstruction};

@@ -8,13 +8,26 @@
 //! graph (about 30 MB each way for a `small` flow decoder at batch 32).
 //! The op keeps the upsampled input from the forward for its weight
 //! gradient, as the graph kept it before.
+//!
+//! A level whose input is a single pixel (the decoders' first, on the
+//! embedding) takes a shorter path ([`point`]): every upsampled pixel is
+//! that pixel, so output pixel `p` of the conv is `Σ_c S_p[o][c]·x[c]`, with
+//! `S_p` the sum of the kernel taps that fall inside the upsampled plane.
+//! One GEMM over `S` replaces the conv's nine taps, five of them zero
+//! padding on the decoders' 2×2 plane; the sums are the same up to rounding
+//! (the test bounds the difference).
 
-use super::{conv2d, forward, geometry, Geometry, InputGrad, Path, WeightGrad, TILE_BUDGET};
+use super::{
+    conv2d, forward, geometry, matmul, Geometry, InputGrad, Path, WeightGrad, SUM_BLOCK,
+    TILE_BUDGET,
+};
 use crate::model::storage::fused_cpu;
+use crate::model::storage::{dispatch2, Kernel2};
 use crate::ops::kernel::{upsample_fwd, Real};
 use crate::ops::upsample::UpsampleBackward;
 use crate::ops::upsample_bilinear2d;
 use candle_core::backend::BackendStorage;
+use candle_core::CustomOp2;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, WithDType};
 use std::any::Any;
 use std::sync::Mutex;
@@ -77,6 +90,9 @@ impl UpsampleConv {
     }
 
     fn run<T: Real>(&self, x: &[T], weight: &[T], bias: &[T]) -> Vec<T> {
+        if self.from == (1, 1) {
+            return point::forward(x, weight, bias, self.conv);
+        }
         let up = self.upsample(x);
         let out = forward(&up, weight, bias, self.conv);
         if let Ok(mut kept) = self.upsampled.lock() {
@@ -163,6 +179,22 @@ impl CustomOp3 for UpsampleConv {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let g = self.conv;
+        if self.from == (1, 1) {
+            let dx = if x.track_op() {
+                Some(grad.apply_op2_no_bwd(weight, &point::InputGrad(g))?)
+            } else {
+                None
+            };
+            if !weight.track_op() && !bias.track_op() {
+                return Ok((dx, None, None));
+            }
+            let packed = x.apply_op2_no_bwd(&grad, &point::WeightGrad(g))?;
+            let dw = packed
+                .narrow(0, 0, g.c_out * g.depth())?
+                .reshape((g.c_out, g.c, g.k, g.k))?;
+            let db = packed.narrow(0, g.c_out * g.depth(), g.c_out)?;
+            return Ok((dx, Some(dw), Some(db)));
+        }
         let dx = if x.track_op() {
             let d_up = grad.apply_op2_no_bwd(weight, &InputGrad(g))?;
             let (h, w) = self.from;
@@ -183,6 +215,299 @@ impl CustomOp3 for UpsampleConv {
             .reshape((g.c_out, g.c, g.k, g.k))?;
         let db = packed.narrow(0, g.c_out * g.depth(), g.c_out)?;
         Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// The level of a single-pixel input (see the module doc). `g` is the conv
+/// on the upsampled plane; its input `x` is `(N, C)`, one pixel a channel.
+/// With `P` output pixels, `S` is `(C_out·P, C)`, so that the output `(N,
+/// C_out, P)` is `x @ Sᵀ` and the input gradient `dY @ S`, each operand in
+/// its natural layout.
+mod point {
+    use super::*;
+    use crate::model::storage::{min_items, sum_of_plane_sums};
+    use rayon::prelude::*;
+
+    /// For each output pixel `p` of `g`, the taps `t` whose input falls
+    /// inside the upsampled plane.
+    fn taps(g: &Geometry) -> Vec<Vec<usize>> {
+        let (ho, wo) = (g.out_h(), g.out_w());
+        let inside = |o: usize, t: usize, len: usize| {
+            (o * g.stride + t)
+                .checked_sub(g.padding)
+                .is_some_and(|v| v < len)
+        };
+        (0..ho * wo)
+            .map(|p| {
+                (0..g.k * g.k)
+                    .filter(|t| inside(p / wo, t / g.k, g.h) && inside(p % wo, t % g.k, g.w))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// `S` `(C_out·P, C)`: row `o·P + p` sums the taps of output pixel `p`
+    /// of the kernels `(o, ·)`, tap by tap over whole rows of channels.
+    fn summed_kernels<T: WithDType>(weight: &[T], g: &Geometry) -> Vec<T> {
+        let (kk, taps) = (g.k * g.k, taps(g));
+        let pixels = taps.len();
+        let mut s = vec![T::zero(); g.c_out * pixels * g.c];
+        s.par_chunks_mut(pixels * g.c)
+            .zip(weight.par_chunks(g.c * kk))
+            .for_each_init(
+                || vec![T::zero(); kk * g.c],
+                |by_tap, (rows, kernels)| {
+                    // The kernels of output channel o, taps-major.
+                    for (ci, kernel) in kernels.chunks_exact(kk).enumerate() {
+                        for (t, v) in kernel.iter().enumerate() {
+                            by_tap[t * g.c + ci] = *v;
+                        }
+                    }
+                    for (row, valid) in rows.chunks_exact_mut(g.c).zip(&taps) {
+                        for &t in valid {
+                            for (acc, v) in row.iter_mut().zip(&by_tap[t * g.c..(t + 1) * g.c]) {
+                                *acc += *v;
+                            }
+                        }
+                    }
+                },
+            );
+        s
+    }
+
+    /// `out (N × C_out·P)` = `x (N × C) @ Sᵀ`, computed as its transpose
+    /// `S @ xᵀ` into `out` read column-major (the `gemm` crate's fast
+    /// layouts), the rows of `S` split across the cores.
+    fn times_summed<T: WithDType>(
+        x: &[T],
+        s: &[T],
+        (n, c, width): (usize, usize, usize),
+    ) -> Vec<T> {
+        #[derive(Clone, Copy)]
+        struct Out<T>(*mut T);
+        // SAFETY: the tasks write disjoint columns of `out` through it.
+        unsafe impl<T> Send for Out<T> {}
+        unsafe impl<T> Sync for Out<T> {}
+        impl<T> Out<T> {
+            fn get(self) -> *mut T {
+                self.0
+            }
+        }
+        let mut out = vec![T::zero(); n * width];
+        assert!(x.len() >= n * c && s.len() >= width * c);
+        let dst = Out(out.as_mut_ptr());
+        let half = width.div_ceil(2);
+        (0..width)
+            .step_by(half.max(1))
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .for_each(|r0| {
+                let rows = half.min(width - r0);
+                // SAFETY: rows r0..r0 + rows of S (rows × C, row-major), xᵀ
+                // (C × N) read from x with row stride 1 and column stride C,
+                // and the destination's rows r0.. are out's columns r0..,
+                // element (r, j) at j·width + r: all inside their buffers, and
+                // no other task writes these columns.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        n,
+                        c,
+                        dst.get().add(r0),
+                        width as isize,
+                        1,
+                        false,
+                        s.as_ptr().add(r0 * c),
+                        1,
+                        c as isize,
+                        x.as_ptr(),
+                        c as isize,
+                        1,
+                        T::from_f64(1.0),
+                        T::from_f64(1.0),
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                };
+            });
+        out
+    }
+
+    /// The forward: `out (N, C_out·P) = x @ Sᵀ + b`.
+    pub(super) fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], g: Geometry) -> Vec<T> {
+        let s = summed_kernels(weight, &g);
+        let width = s.len() / g.c;
+        let mut out = times_summed(x, &s, (g.n, g.c, width));
+        let pixels = width / g.c_out;
+        for sample in out.chunks_exact_mut(width) {
+            for (plane, b) in sample.chunks_exact_mut(pixels).zip(bias) {
+                for v in plane {
+                    *v += *b;
+                }
+            }
+        }
+        out
+    }
+
+    /// `dx (N, C, 1, 1)` from (upstream gradient, weight): `dY @ S`.
+    pub(super) struct InputGrad(pub(super) Geometry);
+
+    impl Kernel2 for InputGrad {
+        const NAME: &'static str = "upsample-conv2d-point-input-grad";
+
+        fn run<T: WithDType>(&self, dy: &[T], weight: &[T]) -> Vec<T> {
+            let g = self.0;
+            let s = summed_kernels(weight, &g);
+            let width = s.len() / g.c;
+            let mut dx = vec![T::zero(); g.n * g.c];
+            // SAFETY: dY is (N × C_out·P) and S (C_out·P × C), row-major;
+            // dx is (N × C).
+            unsafe {
+                matmul(
+                    &mut dx,
+                    g.c,
+                    false,
+                    dy,
+                    (width, 1),
+                    &s,
+                    (g.c, 1),
+                    (g.n, width, g.c),
+                )
+            };
+            dx
+        }
+    }
+
+    impl CustomOp2 for InputGrad {
+        fn name(&self) -> &'static str {
+            Self::NAME
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            let g = self.0;
+            Ok((
+                dispatch2(self, (s1, l1), (s2, l2))?,
+                Shape::from((g.n, g.c, 1, 1)),
+            ))
+        }
+    }
+
+    /// `[dW (C_out, C·k·k), db (C_out)]` from (input, upstream gradient):
+    /// `G = dYᵀ @ x` `(C_out·P, C)` over at most [`SUM_BLOCK`] samples in
+    /// the working type (added in f64 across blocks), then each tap sums
+    /// the pixels it reaches, in f64.
+    pub(super) struct WeightGrad(pub(super) Geometry);
+
+    impl Kernel2 for WeightGrad {
+        const NAME: &'static str = "upsample-conv2d-point-weight-grad";
+
+        fn run<T: WithDType>(&self, x: &[T], dy: &[T]) -> Vec<T> {
+            let g = self.0;
+            let (c, kk, taps) = (g.c, g.k * g.k, taps(&g));
+            let width = g.c_out * taps.len();
+            let mut part = vec![T::zero(); width * c];
+            let mut sum = if g.n > SUM_BLOCK {
+                vec![0f64; width * c]
+            } else {
+                Vec::new()
+            };
+            for b0 in (0..g.n).step_by(SUM_BLOCK) {
+                let nb = SUM_BLOCK.min(g.n - b0);
+                let dyt = &dy[b0 * width..];
+                part.par_chunks_mut(width.div_ceil(2) * c)
+                    .enumerate()
+                    .for_each(|(half, d)| {
+                        let r0 = half * width.div_ceil(2);
+                        // SAFETY: dYᵀ rows r0.. (width × nb) are read from
+                        // dy at sample b0 with row stride 1 and column
+                        // stride C_out·P; x (nb × C) from sample b0; d is
+                        // (rows × C).
+                        unsafe {
+                            matmul(
+                                d,
+                                c,
+                                false,
+                                &dyt[r0..],
+                                (1, width),
+                                &x[b0 * c..],
+                                (c, 1),
+                                (d.len() / c, nb, c),
+                            );
+                        }
+                    });
+                if !sum.is_empty() {
+                    for (s, v) in sum.iter_mut().zip(&part) {
+                        *s += v.to_f64();
+                    }
+                }
+            }
+            let pixels = taps.len();
+            let mut out = vec![T::zero(); g.c_out * c * kk + g.c_out];
+            let (dw, db) = out.split_at_mut(g.c_out * c * kk);
+            let (part, sum) = (&part, &sum);
+            // For each tap, the pixels it reaches.
+            let reached: Vec<Vec<usize>> = (0..kk)
+                .map(|t| (0..pixels).filter(|p| taps[*p].contains(&t)).collect())
+                .collect();
+            dw.par_chunks_mut(c * kk)
+                .enumerate()
+                .for_each(|(o, kernels)| {
+                    let mut total = vec![0f64; c];
+                    for (t, pixels_of_t) in reached.iter().enumerate() {
+                        total.fill(0.0);
+                        for p in pixels_of_t {
+                            let at = (o * pixels + p) * c;
+                            if sum.is_empty() {
+                                for (acc, v) in total.iter_mut().zip(&part[at..at + c]) {
+                                    *acc += v.to_f64();
+                                }
+                            } else {
+                                for (acc, v) in total.iter_mut().zip(&sum[at..at + c]) {
+                                    *acc += v;
+                                }
+                            }
+                        }
+                        for (kernel, v) in kernels.chunks_exact_mut(kk).zip(&total) {
+                            kernel[t] = T::from_f64(*v);
+                        }
+                    }
+                });
+            db.par_iter_mut()
+                .enumerate()
+                .with_min_len(min_items(g.n * pixels))
+                .for_each(|(o, d)| {
+                    let planes: Vec<&[T]> =
+                        dy.chunks_exact(pixels).skip(o).step_by(g.c_out).collect();
+                    *d = T::from_f64(sum_of_plane_sums(&planes, |v| v.to_f64()));
+                });
+            out
+        }
+    }
+
+    impl CustomOp2 for WeightGrad {
+        fn name(&self) -> &'static str {
+            Self::NAME
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            let g = self.0;
+            let len = g.c_out * g.depth() + g.c_out;
+            Ok((dispatch2(self, (s1, l1), (s2, l2))?, Shape::from(len)))
+        }
     }
 }
 
@@ -258,6 +583,98 @@ mod tests {
                         bits(expected.get(v).unwrap()),
                         bits(got.get(v).unwrap()),
                         "gradient of {name}, {dtype:?} {side}, backward {pass}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A single-pixel input takes the summed-kernel path: the same values
+    /// and gradients as the two ops up to rounding (inputs and weights in
+    /// [-1, 1], so each output sums at most C·k² products of magnitude
+    /// below 1, and each weight-gradient entry N·P), in f64 and f32, for the
+    /// decoders' 1×1 → 2×2 level and a larger plane, batches of one and
+    /// over [`SUM_BLOCK`] samples.
+    #[test]
+    fn single_pixel_input_matches_upsampling_then_conv() {
+        let dev = Device::Cpu;
+        for (dtype, eps) in [
+            (DType::F64, f64::EPSILON),
+            (DType::F32, f64::from(f32::EPSILON)),
+        ] {
+            for (n, c, c_out, out_side, align_corners) in [
+                (4, 6, 5, 2, false),
+                (1, 3, 2, 4, true),
+                (SUM_BLOCK + 3, 2, 3, 2, false),
+            ] {
+                let var = |shape: &[usize]| {
+                    Var::from_tensor(
+                        &Tensor::rand(-1f64, 1f64, shape, &dev)
+                            .unwrap()
+                            .to_dtype(dtype)
+                            .unwrap(),
+                    )
+                    .unwrap()
+                };
+                let (x, w, b) = (var(&[n, c, 1, 1]), var(&[c_out, c, 3, 3]), var(&[c_out]));
+                let size = (out_side, out_side);
+                let up = upsample_bilinear2d(x.as_tensor(), size.0, size.1, align_corners).unwrap();
+                let two_ops = conv2d(&up, w.as_tensor(), b.as_tensor(), 1, 1).unwrap();
+                let fused = upsample_conv2d(
+                    x.as_tensor(),
+                    size,
+                    align_corners,
+                    (w.as_tensor(), b.as_tensor()),
+                    (1, 1),
+                )
+                .unwrap();
+                let what = format!("{dtype:?} {n}x{c}->{c_out} to {out_side}x{out_side}");
+                let diff = |a: &Tensor, b: &Tensor| {
+                    (a - b)
+                        .unwrap()
+                        .abs()
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .max(0)
+                        .unwrap()
+                        .to_dtype(DType::F64)
+                        .unwrap()
+                        .to_scalar::<f64>()
+                        .unwrap()
+                };
+                let tol = 4.0 * eps * (c * 9) as f64;
+                assert!(
+                    diff(&two_ops, &fused) < tol,
+                    "forward {what}: {}",
+                    diff(&two_ops, &fused)
+                );
+                let r = Tensor::rand(-1f64, 1f64, two_ops.dims(), &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let expected = (&two_ops * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let got = (&fused * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let pixels = out_side * out_side;
+                for (name, v, bound) in [
+                    ("x", &x, c_out * 9 * pixels),
+                    ("weight", &w, n * pixels),
+                    ("bias", &b, n * pixels),
+                ] {
+                    let d = diff(expected.get(v).unwrap(), got.get(v).unwrap());
+                    assert!(
+                        d < 4.0 * eps * bound as f64,
+                        "gradient of {name}, {what}: {d}"
                     );
                 }
             }
