@@ -527,55 +527,104 @@ fn apply_transposed<const W: usize>(mat: &[[f32; W]], rows: usize, v: &[__m512; 
     out
 }
 
-/// `V[c][ξ][t·N + b]` `(C, α², tiles·N)` of the staged planes `staged`
-/// `(C, hp, wp, N)`, the tile at `(ty, tx)` reading its patch from staged
-/// pixel `(4·ty + oy, 4·tx + ox)`.
+/// `mat @ v` (`TRANSPOSED`: `matᵀ @ v`) over the first `size` entries of
+/// `v`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn one_side<const W: usize, const TRANSPOSED: bool>(
+    mat: &[[f32; W]],
+    size: usize,
+    v: &[__m512; 6],
+) -> [__m512; 6] {
+    if TRANSPOSED {
+        apply_transposed(mat, size, v)
+    } else {
+        apply(mat, size, v)
+    }
+}
+
+/// `mat · tile · matᵀ` (`TRANSPOSED`: `matᵀ · tile · mat`) of a
+/// `size`×`size` tile: the matrix on the tile's columns, then on the rows
+/// of the result.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn sandwich<const W: usize, const TRANSPOSED: bool>(
+    mat: &[[f32; W]],
+    size: usize,
+    tile: &[[__m512; 6]; 6],
+) -> [[__m512; 6]; 6] {
+    let mut rows = [[_mm512_setzero_ps(); 6]; 6];
+    for j in 0..size {
+        let mut column = [_mm512_setzero_ps(); 6];
+        for i in 0..size {
+            column[i] = tile[i][j];
+        }
+        let mixed = one_side::<W, TRANSPOSED>(mat, size, &column);
+        for (row, value) in rows.iter_mut().zip(mixed) {
+            row[j] = value;
+        }
+    }
+    // The result has as many rows as the matrix (or as its transpose).
+    let out_rows = if TRANSPOSED { W } else { mat.len() };
+    let mut out = [[_mm512_setzero_ps(); 6]; 6];
+    for (o, row) in out.iter_mut().zip(&rows).take(out_rows) {
+        *o = one_side::<W, TRANSPOSED>(mat, size, row);
+    }
+    out
+}
+
+/// The α×α transform of each tile's patch of the staged planes `staged`
+/// `(C, hp, wp, N)` into `out[c][ξ][t·N + b]` `(C, α², tiles·N)`: for the
+/// input, `V = Bᵀ d B` of the α×α patch read from staged pixel `(4·ty +
+/// oy, 4·tx + ox)`; for the upstream gradient (`GRADIENT`), `dM = A dY Aᵀ`
+/// of the 4×4 tile itself, the adjoint of the output transform.
 ///
 /// # Safety
 /// The CPU must have AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transform_input<A: Algorithm>(
+unsafe fn transform_patches<A: Algorithm, const GRADIENT: bool>(
     staged: &[f32],
     p: &Problem,
     (oy, ox): (usize, usize),
-    v: &mut [f32],
+    out: &mut [f32],
 ) {
     let (th, tw) = p.tiles();
     let (n, alpha) = (p.n, A::ALPHA);
+    let size = if GRADIENT { TILE } else { alpha };
     let cols = p.columns();
-    assert!((th - 1) * TILE + oy + alpha <= p.hp && (tw - 1) * TILE + ox + alpha <= p.wp);
-    assert!(staged.len() >= p.c_in * p.plane() && v.len() >= p.c_in * alpha * alpha * cols);
-    for (plane, vc) in staged
+    assert!((th - 1) * TILE + oy + size <= p.hp && (tw - 1) * TILE + ox + size <= p.wp);
+    assert!(staged.len() >= p.c_in * p.plane() && out.len() >= p.c_in * alpha * alpha * cols);
+    for (plane, block) in staged
         .chunks_exact(p.plane())
-        .zip(v.chunks_exact_mut(alpha * alpha * cols))
+        .zip(out.chunks_exact_mut(alpha * alpha * cols))
         .take(p.c_in)
     {
         for t in 0..th * tw {
             let (y0, x0) = ((t / tw) * TILE + oy, (t % tw) * TILE + ox);
             for b0 in (0..n).step_by(LANES) {
-                // Bᵀ on the patch's columns, then on the rows of the result.
-                let mut rows = [[_mm512_setzero_ps(); 6]; 6];
-                for j in 0..alpha {
-                    let mut column = [_mm512_setzero_ps(); 6];
-                    for (i, d) in column.iter_mut().enumerate().take(alpha) {
+                let mut patch = [[_mm512_setzero_ps(); 6]; 6];
+                for (i, row) in patch.iter_mut().enumerate().take(size) {
+                    for (j, d) in row.iter_mut().enumerate().take(size) {
                         // SAFETY: the patch lies inside the plane (asserted).
                         *d = unsafe {
                             _mm512_loadu_ps(plane.as_ptr().add(((y0 + i) * p.wp + x0 + j) * n + b0))
                         };
                     }
-                    let mixed = apply(&A::BT, alpha, &column);
-                    for i in 0..alpha {
-                        rows[i][j] = mixed[i];
-                    }
                 }
-                for (i, row) in rows.iter().enumerate().take(alpha) {
-                    let out = apply(&A::BT, alpha, row);
-                    for (j, value) in out.iter().enumerate().take(alpha) {
-                        // SAFETY: inside this channel's block of v (asserted).
+                let transformed = if GRADIENT {
+                    sandwich::<6, true>(&A::AT, TILE, &patch)
+                } else {
+                    sandwich::<6, false>(&A::BT, alpha, &patch)
+                };
+                for (i, row) in transformed.iter().enumerate().take(alpha) {
+                    for (j, value) in row.iter().enumerate().take(alpha) {
+                        // SAFETY: inside this channel's block (asserted).
                         unsafe {
                             _mm512_storeu_ps(
-                                vc.as_mut_ptr().add((i * alpha + j) * cols + t * n + b0),
+                                block.as_mut_ptr().add((i * alpha + j) * cols + t * n + b0),
                                 *value,
                             )
                         };
@@ -608,11 +657,9 @@ unsafe fn transform_output<A: Algorithm>(
     for t in 0..th * tw {
         let (y0, x0) = ((t / tw) * TILE, (t % tw) * TILE);
         for b0 in (0..n).step_by(LANES) {
-            // Aᵀ on the columns of M, then on the rows of the result.
-            let mut rows = [[_mm512_setzero_ps(); 6]; 4];
-            for j in 0..alpha {
-                let mut column = [_mm512_setzero_ps(); 6];
-                for (i, d) in column.iter_mut().enumerate().take(alpha) {
+            let mut tile = [[_mm512_setzero_ps(); 6]; 6];
+            for (i, row) in tile.iter_mut().enumerate().take(alpha) {
+                for (j, d) in row.iter_mut().enumerate().take(alpha) {
                     // SAFETY: inside m (asserted).
                     *d = unsafe {
                         _mm512_loadu_ps(
@@ -621,17 +668,13 @@ unsafe fn transform_output<A: Algorithm>(
                         )
                     };
                 }
-                let mixed = apply(&A::AT, alpha, &column);
-                for i in 0..TILE {
-                    rows[i][j] = mixed[i];
-                }
             }
-            for (i, row) in rows.iter().enumerate() {
+            let rows = sandwich::<6, false>(&A::AT, alpha, &tile);
+            for (i, values) in rows.iter().enumerate().take(TILE) {
                 let y = y0 + i;
                 if y >= p.ho {
                     break;
                 }
-                let values = apply(&A::AT, alpha, row);
                 for (j, value) in values.iter().enumerate().take(TILE) {
                     let x = x0 + j;
                     if x >= p.wo {
@@ -696,20 +739,15 @@ unsafe fn transform_kernels<A: Algorithm>(taps: &[f32], c: usize, cells: &mut [f
     assert!(taps.len() >= r * r * padded && cells.len() >= alpha * alpha * c);
     for c0 in (0..c).step_by(LANES) {
         let lanes = first_lanes(c - c0);
-        let mut rows = [[_mm512_setzero_ps(); 6]; 6];
-        for j in 0..r {
-            let mut column = [_mm512_setzero_ps(); 6];
-            for (i, g) in column.iter_mut().enumerate().take(r) {
+        let mut kernel = [[_mm512_setzero_ps(); 6]; 6];
+        for (i, row) in kernel.iter_mut().enumerate().take(r) {
+            for (j, g) in row.iter_mut().enumerate().take(r) {
                 // SAFETY: inside taps (asserted).
                 *g = unsafe { _mm512_loadu_ps(taps.as_ptr().add((i * r + j) * padded + c0)) };
             }
-            let mixed = apply(&A::G, r, &column);
-            for i in 0..alpha {
-                rows[i][j] = mixed[i];
-            }
         }
-        for (i, row) in rows.iter().enumerate().take(alpha) {
-            let values = apply(&A::G, r, row);
+        let rows = sandwich::<3, false>(&A::G, r, &kernel);
+        for (i, values) in rows.iter().enumerate().take(alpha) {
             for (j, value) in values.iter().enumerate().take(alpha) {
                 // SAFETY: the lanes below c of row ξ, inside cells (asserted).
                 unsafe {
@@ -724,7 +762,7 @@ unsafe fn transform_kernels<A: Algorithm>(taps: &[f32], c: usize, cells: &mut [f
     }
 }
 
-/// `v` `(C, α², tiles·N)`: [`transform_input`] of every staged channel, in
+/// `v` `(C, α², tiles·N)`: [`transform_patches`] of every staged channel, in
 /// parallel.
 fn transform_inputs<A: Algorithm>(
     staged: &[f32],
@@ -741,7 +779,7 @@ fn transform_inputs<A: Algorithm>(
             // SAFETY: `applies` checked the CPU for AVX-512F.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                transform_input::<A>(plane, &one, origin, vc)
+                transform_patches::<A, false>(plane, &one, origin, vc)
             };
         });
 }
@@ -944,54 +982,6 @@ unsafe fn transpose_into(
 /// 512 tiles.
 const SUM_COLUMNS: usize = 512;
 
-/// `dm (α², tiles·N)` of one output channel: `A dY Aᵀ` of each 4×4 tile of
-/// its staged upstream gradient `plane` `(hp, wp, N)`, the adjoint of the
-/// output transform.
-///
-/// # Safety
-/// The CPU must have AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn transform_grad<A: Algorithm>(plane: &[f32], p: &Problem, dm: &mut [f32]) {
-    let (th, tw) = p.tiles();
-    let (n, alpha) = (p.n, A::ALPHA);
-    let cols = p.columns();
-    assert!(th * TILE <= p.hp && tw * TILE <= p.wp);
-    assert!(plane.len() >= p.plane() && dm.len() >= alpha * alpha * cols);
-    for t in 0..th * tw {
-        let (y0, x0) = ((t / tw) * TILE, (t % tw) * TILE);
-        for b0 in (0..n).step_by(LANES) {
-            // A on the tile's columns, then on the rows of the result.
-            let mut rows = [[_mm512_setzero_ps(); 6]; 6];
-            for j in 0..TILE {
-                let mut column = [_mm512_setzero_ps(); 6];
-                for (i, d) in column.iter_mut().enumerate().take(TILE) {
-                    // SAFETY: the tile lies inside the plane (asserted).
-                    *d = unsafe {
-                        _mm512_loadu_ps(plane.as_ptr().add(((y0 + i) * p.wp + x0 + j) * n + b0))
-                    };
-                }
-                let mixed = apply_transposed(&A::AT, TILE, &column);
-                for x in 0..alpha {
-                    rows[x][j] = mixed[x];
-                }
-            }
-            for (x, row) in rows.iter().enumerate().take(alpha) {
-                let values = apply_transposed(&A::AT, TILE, row);
-                for (y, value) in values.iter().enumerate().take(alpha) {
-                    // SAFETY: inside dm (asserted).
-                    unsafe {
-                        _mm512_storeu_ps(
-                            dm.as_mut_ptr().add((x * alpha + y) * cols + t * n + b0),
-                            *value,
-                        )
-                    };
-                }
-            }
-        }
-    }
-}
-
 /// `Gᵀ dU G` `(r², 16)` for sixteen input channels from `du` `(α², ·)`
 /// read at `at + ξ·stride`.
 ///
@@ -1034,7 +1024,7 @@ unsafe fn transform_back<A: Algorithm>(
 
 /// The weight gradient of `g` (see [`applies`]) into `dw` `(C_out, C, k,
 /// k)`: the adjoint of the forward's transforms. With `V` the input
-/// transform and `dM` the upstream gradient's ([`transform_grad`]), `dU[ξ]
+/// transform and `dM` the upstream gradient's ([`transform_patches`]), `dU[ξ]
 /// = Σ_t dM[ξ][·][t] · V[ξ][·][t]ᵀ` is a GEMM over the tiles of all samples
 /// per ξ (in f32 over at most [`SUM_COLUMNS`] columns, in f64 across them),
 /// and `dW = Gᵀ dU G`.
@@ -1074,7 +1064,7 @@ fn weight_grad_with<A: Algorithm>(x: &[f32], dy: &[f32], g: &Geometry, view: Vie
             // SAFETY: `applies` checked the CPU for AVX-512F.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                transform_grad::<A>(plane, &Problem { c_in: 1, ..pg }, d)
+                transform_patches::<A, true>(plane, &Problem { c_in: 1, ..pg }, (0, 0), d)
             };
         });
     give_scratch(staged_dy);
