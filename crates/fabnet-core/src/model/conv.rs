@@ -46,6 +46,25 @@ fn as_f32_mut<T: WithDType>(s: &mut [T]) -> Option<&mut [f32]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
 }
 
+/// Lanes `0..n` (at most 16) of a 16-float vector.
+#[cfg(target_arch = "x86_64")]
+fn first_lanes(n: usize) -> u16 {
+    ((1u32 << n.min(16)) - 1) as u16
+}
+
+/// A pointer the parallel tasks of one kernel share, each writing elements
+/// of the buffer no other task touches (every caller says which).
+#[derive(Clone, Copy)]
+struct SyncPtr<T>(*mut T);
+// SAFETY: the tasks write disjoint elements through it (see the callers).
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+impl<T> SyncPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 /// Most elements of one tile's column buffer (1 MiB of f32): small enough
 /// that im2col's output is still in the core's L2 cache when the GEMM reads
 /// it. A sweep over 2^14..2^20 on the `small` model's layers put the best
@@ -184,8 +203,8 @@ enum Path {
     /// [`winograd`] for the forward and the input gradient wherever it
     /// applies, [`shifted`] or the GEMM for the weight gradient.
     Winograd,
-    /// [`winograd4`] for the forward and the input gradient wherever it
-    /// applies, the weight gradient as `Fastest`.
+    /// [`winograd4`] for the forward and both gradients wherever it
+    /// applies, else as `Fastest`.
     Winograd4,
     /// [`direct`] always.
     Direct,
@@ -890,13 +909,19 @@ impl CustomOp3 for Conv {
             return Ok((dx, None, None));
         }
         let g = self.0;
-        let packed = x.apply_op2_no_bwd(&grad, &WeightGrad(g))?;
-        let dw = packed
-            .narrow(0, 0, g.c_out * g.depth())?
-            .reshape((g.c_out, g.c, g.k, g.k))?;
-        let db = packed.narrow(0, g.c_out * g.depth(), g.c_out)?;
+        let (dw, db) = unpack_weight_grad(&x.apply_op2_no_bwd(&grad, &WeightGrad(g))?, &g)?;
         Ok((dx, Some(dw), Some(db)))
     }
+}
+
+/// `(dW (C_out, C, k, k), db (C_out))` from a weight-gradient op's packed
+/// `[dW, db]`.
+fn unpack_weight_grad(packed: &Tensor, g: &Geometry) -> candle_core::Result<(Tensor, Tensor)> {
+    let dw = packed
+        .narrow(0, 0, g.c_out * g.depth())?
+        .reshape((g.c_out, g.c, g.k, g.k))?;
+    let db = packed.narrow(0, g.c_out * g.depth(), g.c_out)?;
+    Ok((dw, db))
 }
 
 /// `dx` from (upstream gradient, weight): `col2im(Wᵀ @ dY)` tile by tile.
@@ -1126,14 +1151,21 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: Geometry) -> Vec<T> {
             });
         transpose_into(dw, &transposed, g);
     }
+    bias_grad(dy, p, db);
+    out
+}
+
+/// `db[o]`: the sum in f64 of the upstream gradient's planes `(·, o)`, each
+/// of `pixels` elements, for the `db.len()` output channels.
+fn bias_grad<T: WithDType>(dy: &[T], pixels: usize, db: &mut [T]) {
+    let c_out = db.len();
     db.par_iter_mut()
         .enumerate()
-        .with_min_len(min_items(g.n * p))
+        .with_min_len(min_items(dy.len() / c_out.max(1)))
         .for_each(|(o, d)| {
-            let planes: Vec<&[T]> = dy.chunks_exact(p).skip(o).step_by(g.c_out).collect();
+            let planes: Vec<&[T]> = dy.chunks_exact(pixels).skip(o).step_by(c_out).collect();
             *d = T::from_f64(sum_of_plane_sums(&planes, |v| v.to_f64()));
         });
-    out
 }
 
 /// `dw` (C_out, depth) from `sum` (depth, C_out), in bands of TILE output
@@ -1623,7 +1655,7 @@ mod tests {
     /// [`super::winograd4`] against candle's conv and its gradients in
     /// f64: 3×3 stride-1 and 4×4 stride-2 layers, output sides that are and
     /// are not multiples of the 4×4 tile, channel counts that are and are not
-    /// multiples of 16, batches of one and two vectors of samples. The
+    /// multiples of 16, batches of one to three vectors of samples. The
     /// tolerance is the transforms' rounding bound, as the other tests'.
     #[test]
     fn winograd4_matches_candle_in_f32() {

@@ -139,7 +139,6 @@ impl ConvBlock {
 
     /// The BatchNorm and activation after the conv's output `y`.
     fn finish(&self, y: &Tensor, train: bool) -> Result<Tensor> {
-        let y = y.clone();
         let slope = match self.activation {
             Activation::LeakyRelu(s) if s >= 0.0 => Some(s),
             Activation::Relu => Some(0.0),
@@ -147,9 +146,9 @@ impl ConvBlock {
         };
         match (&self.bn, slope) {
             // One op and one pass for both (same values and gradients).
-            (Some(bn), Some(slope)) => bn.forward_act_t(&y, train, Some(slope)),
-            (Some(bn), None) => self.activation.apply(&bn.forward_t(&y, train)?),
-            (None, _) => self.activation.apply(&y),
+            (Some(bn), Some(slope)) => bn.forward_act_t(y, train, Some(slope)),
+            (Some(bn), None) => self.activation.apply(&bn.forward_t(y, train)?),
+            (None, _) => self.activation.apply(y),
         }
     }
 }

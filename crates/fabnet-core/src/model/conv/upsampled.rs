@@ -18,11 +18,10 @@
 //! (the test bounds the difference).
 
 use super::{
-    conv2d, forward, geometry, matmul, Geometry, InputGrad, Path, WeightGrad, SUM_BLOCK,
-    TILE_BUDGET,
+    bias_grad, conv2d, forward, geometry, matmul, unpack_weight_grad, Geometry, InputGrad, Path,
+    SyncPtr, WeightGrad, SUM_BLOCK, TILE_BUDGET,
 };
-use crate::model::storage::fused_cpu;
-use crate::model::storage::{dispatch2, Kernel2};
+use crate::model::storage::{contiguous, dispatch2, fused_cpu, Kernel2};
 use crate::ops::kernel::{upsample_fwd, Real};
 use crate::ops::upsample::UpsampleBackward;
 use crate::ops::upsample_bilinear2d;
@@ -120,14 +119,6 @@ impl UpsampleConv {
     }
 }
 
-fn contiguous<'a, T: WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [T]> {
-    crate::model::storage::contiguous(s, l, what)
-}
-
 impl CustomOp3 for UpsampleConv {
     fn name(&self) -> &'static str {
         "upsample-conv2d"
@@ -179,23 +170,12 @@ impl CustomOp3 for UpsampleConv {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let g = self.conv;
-        if self.from == (1, 1) {
-            let dx = if x.track_op() {
-                Some(grad.apply_op2_no_bwd(weight, &point::InputGrad(g))?)
-            } else {
-                None
-            };
-            if !weight.track_op() && !bias.track_op() {
-                return Ok((dx, None, None));
-            }
-            let packed = x.apply_op2_no_bwd(&grad, &point::WeightGrad(g))?;
-            let dw = packed
-                .narrow(0, 0, g.c_out * g.depth())?
-                .reshape((g.c_out, g.c, g.k, g.k))?;
-            let db = packed.narrow(0, g.c_out * g.depth(), g.c_out)?;
-            return Ok((dx, Some(dw), Some(db)));
-        }
-        let dx = if x.track_op() {
+        let single_pixel = self.from == (1, 1);
+        let dx = if !x.track_op() {
+            None
+        } else if single_pixel {
+            Some(grad.apply_op2_no_bwd(weight, &point::InputGrad(g))?)
+        } else {
             let d_up = grad.apply_op2_no_bwd(weight, &InputGrad(g))?;
             let (h, w) = self.from;
             Some(d_up.apply_op1_no_bwd(&UpsampleBackward {
@@ -203,17 +183,16 @@ impl CustomOp3 for UpsampleConv {
                 in_w: w,
                 align_corners: self.align_corners,
             })?)
-        } else {
-            None
         };
         if !weight.track_op() && !bias.track_op() {
             return Ok((dx, None, None));
         }
-        let packed = self.upsampled(x)?.apply_op2_no_bwd(&grad, &WeightGrad(g))?;
-        let dw = packed
-            .narrow(0, 0, g.c_out * g.depth())?
-            .reshape((g.c_out, g.c, g.k, g.k))?;
-        let db = packed.narrow(0, g.c_out * g.depth(), g.c_out)?;
+        let packed = if single_pixel {
+            x.apply_op2_no_bwd(&grad, &point::WeightGrad(g))?
+        } else {
+            self.upsampled(x)?.apply_op2_no_bwd(&grad, &WeightGrad(g))?
+        };
+        let (dw, db) = unpack_weight_grad(&packed, &g)?;
         Ok((dx, Some(dw), Some(db)))
     }
 }
@@ -225,7 +204,6 @@ impl CustomOp3 for UpsampleConv {
 /// its natural layout.
 mod point {
     use super::*;
-    use crate::model::storage::{min_items, sum_of_plane_sums};
     use rayon::prelude::*;
 
     /// For each output pixel `p` of `g`, the taps `t` whose input falls
@@ -283,19 +261,9 @@ mod point {
         s: &[T],
         (n, c, width): (usize, usize, usize),
     ) -> Vec<T> {
-        #[derive(Clone, Copy)]
-        struct Out<T>(*mut T);
-        // SAFETY: the tasks write disjoint columns of `out` through it.
-        unsafe impl<T> Send for Out<T> {}
-        unsafe impl<T> Sync for Out<T> {}
-        impl<T> Out<T> {
-            fn get(self) -> *mut T {
-                self.0
-            }
-        }
         let mut out = vec![T::zero(); n * width];
         assert!(x.len() >= n * c && s.len() >= width * c);
-        let dst = Out(out.as_mut_ptr());
+        let dst = SyncPtr(out.as_mut_ptr());
         let half = width.div_ceil(2);
         (0..width)
             .step_by(half.max(1))
@@ -480,14 +448,7 @@ mod point {
                         }
                     }
                 });
-            db.par_iter_mut()
-                .enumerate()
-                .with_min_len(min_items(g.n * pixels))
-                .for_each(|(o, d)| {
-                    let planes: Vec<&[T]> =
-                        dy.chunks_exact(pixels).skip(o).step_by(g.c_out).collect();
-                    *d = T::from_f64(sum_of_plane_sums(&planes, |v| v.to_f64()));
-                });
+            bias_grad(dy, pixels, db);
             out
         }
     }

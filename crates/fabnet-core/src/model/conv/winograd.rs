@@ -24,7 +24,9 @@
 //! sums up to 9 products of sums, so its error bound is about 9 times the
 //! direct conv's (see the test).
 
-use super::{matmul, Geometry};
+#[cfg(target_arch = "x86_64")]
+use super::first_lanes;
+use super::{matmul, Geometry, SyncPtr};
 use crate::model::storage::{give_scratch, take_scratch};
 use rayon::prelude::*;
 
@@ -126,12 +128,6 @@ fn transform_input(x: &[f32], s: Shape, rows: (usize, usize), v: &mut [f32]) {
         return;
     }
     transform_input_scalar(x, s, rows, v);
-}
-
-/// Lanes `0..n` (at most 16) of a 16-float vector.
-#[cfg(target_arch = "x86_64")]
-fn first_lanes(n: usize) -> u16 {
-    ((1u32 << n.min(16)) - 1) as u16
 }
 
 /// The even and the odd elements of the 32 floats `a` then `b`, by two
@@ -348,7 +344,7 @@ unsafe fn transform_output(
     s: Shape,
     rows: (usize, usize),
     bias: Option<&[f32]>,
-    out: SyncPtr,
+    out: SyncPtr<f32>,
 ) {
     #[cfg(target_arch = "x86_64")]
     if super::shifted::avx512() {
@@ -373,7 +369,7 @@ unsafe fn transform_output_avx512(
     s: Shape,
     rows: (usize, usize),
     bias: Option<&[f32]>,
-    out: SyncPtr,
+    out: SyncPtr<f32>,
 ) {
     use std::arch::x86_64::*;
     let (th, tw) = s.tiles();
@@ -455,7 +451,7 @@ unsafe fn transform_output_scalar(
     s: Shape,
     rows: (usize, usize),
     bias: Option<&[f32]>,
-    out: SyncPtr,
+    out: SyncPtr<f32>,
 ) {
     let (th, tw) = s.tiles();
     let tiles = (rows.1 - rows.0) * tw;
@@ -552,18 +548,6 @@ fn run(x: &[f32], u: &[f32], bias: Option<&[f32]>, s: Shape, out: &mut [f32]) {
         give_scratch(v);
         give_scratch(m);
     });
-}
-
-/// A pointer the tasks of [`run`] share; each writes its own rows.
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: the tasks write disjoint elements through it (see `run`).
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 fn shape(g: &Geometry, c_in: usize, c_out: usize) -> Shape {

@@ -28,7 +28,9 @@
 // The transforms index tiles by row and column at once (`rows[i][j]`).
 #![allow(clippy::needless_range_loop)]
 
-use super::{matmul, Geometry};
+#[cfg(target_arch = "x86_64")]
+use super::first_lanes;
+use super::{matmul, Geometry, SyncPtr};
 use crate::model::storage::{give_scratch, take_scratch};
 use rayon::prelude::*;
 
@@ -275,15 +277,6 @@ fn transpose16(rows: &[__m512; 16]) -> [__m512; 16] {
     out
 }
 
-/// The mask of the first `n` of 16 lanes.
-fn first_lanes(n: usize) -> u16 {
-    if n >= 16 {
-        u16::MAX
-    } else {
-        (1u16 << n) - 1
-    }
-}
-
 /// Writes the pixels of source channel `ci` into its staged `planes` (its
 /// `step²` view planes), sixteen samples and sixteen columns at a time
 /// through a transpose.
@@ -331,18 +324,6 @@ unsafe fn stage_channel(
     }
 }
 
-/// A pointer the tasks of [`unstage`] share; each writes its own planes.
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: the tasks write disjoint elements through it (see `unstage`).
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `out[b][c][i][j] = staged[c][i][j][b]` for the staged result `(C, ho,
 /// wo, N)` of `p`, into `out` `(N, C, ho, wo)`.
 fn unstage(staged: &[f32], p: &Problem, out: &mut [f32]) {
@@ -371,7 +352,7 @@ fn unstage(staged: &[f32], p: &Problem, out: &mut [f32]) {
 /// and no other thread accesses channel `c`'s planes meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn unstage_channel(plane: &[f32], p: &Problem, c: usize, out: SyncPtr) {
+unsafe fn unstage_channel(plane: &[f32], p: &Problem, c: usize, out: SyncPtr<f32>) {
     let n = p.n;
     assert!(plane.len() >= p.ho * p.wo * n);
     for b0 in (0..n).step_by(LANES) {
@@ -426,7 +407,7 @@ fn unstage_parities(staged: &[f32], p: &Problem, out: &mut [f32]) {
 /// output, and no other thread accesses channel `c`'s planes meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn unstage_parities_channel(staged: &[f32], p: &Problem, c: usize, out: SyncPtr) {
+unsafe fn unstage_parities_channel(staged: &[f32], p: &Problem, c: usize, out: SyncPtr<f32>) {
     let n = p.n;
     let block = p.c_out * p.ho * p.wo * n;
     let (h, w) = (2 * p.ho, 2 * p.wo);
